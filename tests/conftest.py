@@ -1,0 +1,205 @@
+"""Shared fixtures: real kernel state, changed only under a lock and always put back.
+
+- ``hugepages``: reserve N huge pages for a test (restored even when the test fails).
+- ``no_free_hugepages``: a window in which the default pool has no free pages.
+- ``sysctl``: set /proc/sys values for a test, restored afterwards.
+- ``as_nobody``: run a uffdctl command (or Python code) as uid 65534 with no capabilities,
+  through setpriv, for real.
+- ``system_state``: a snapshot of what tests must leave as found (nr_hugepages, free pages,
+  the unprivileged_userfaultfd sysctl); checked after every test.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from uffdctl import hugepages as hp
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSCTL_LOCK = "/run/lock/uffdctl-sysctl.lock"
+IS_ROOT = os.geteuid() == 0
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="changes system settings: run as root")
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def system_snapshot() -> dict[str, str]:
+    snap = {}
+    for p in ("/proc/sys/vm/nr_hugepages", "/proc/sys/vm/unprivileged_userfaultfd"):
+        try:
+            snap[p] = _read(p)
+        except OSError:
+            pass
+    return snap
+
+
+@pytest.fixture(autouse=True)
+def system_state() -> Iterator[None]:
+    """Every test leaves nr_hugepages and the uffd sysctl as it found them."""
+    with hp.exclusive():
+        before = system_snapshot()
+    yield
+    with hp.exclusive():
+        after = system_snapshot()
+    assert after == before, f"test changed system state: {before} -> {after}"
+
+
+@pytest.fixture
+def hugepages() -> Callable[..., AbstractContextManager[hp.Reservation]]:
+    """``with hugepages(4):`` — 4 free default-size huge pages for the block."""
+    if not IS_ROOT:
+        pytest.skip("reserving huge pages needs root")
+    return hp.reserve
+
+
+@pytest.fixture
+def no_free_hugepages() -> Callable[[], AbstractContextManager[None]]:
+    """``with no_free_hugepages():`` — the default pool has no free pages inside the block."""
+    if not IS_ROOT:
+        pytest.skip("emptying the huge page pool needs root")
+
+    @contextmanager
+    def window() -> Iterator[None]:
+        path = "/proc/sys/vm/nr_hugepages"
+        with hp.exclusive():
+            old = _read(path)
+            pools = hp.read_pools()
+            pool = pools.pool()
+            if pool and pool.free - pool.reserved > 0:
+                # Shrink only by the free pages: pages in use stay where they are.
+                _write(path, str(pool.nr - (pool.free - pool.reserved)))
+            try:
+                yield
+            finally:
+                _write(path, old)
+    return window
+
+
+@contextmanager
+def _sysctl_lock() -> Iterator[None]:
+    fd = os.open(SYSCTL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def sysctl() -> Iterator[Callable[[str, str], None]]:
+    """``sysctl("vm/unprivileged_userfaultfd", "1")`` for the rest of the test."""
+    if not IS_ROOT:
+        pytest.skip("changing sysctls needs root")
+    saved: dict[str, str] = {}
+    with _sysctl_lock():
+        def set_(name: str, value: str) -> None:
+            path = f"/proc/sys/{name}"
+            saved.setdefault(path, _read(path))
+            _write(path, value)
+        try:
+            yield set_
+        finally:
+            for path, value in saved.items():
+                _write(path, value)
+
+
+# ----- running as nobody ------------------------------------------------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+          "--inh-caps=-all", "--bounding-set=-all"]
+
+
+def _nobody_can_run(python: str) -> bool:
+    try:
+        return subprocess.run(NOBODY + [python, "-c", "pass"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def nobody_python() -> Iterator[tuple[str, dict[str, str]]]:
+    """An interpreter uid 65534 can execute, and an environment in which it imports uffdctl
+    and its dependencies from a world-readable copy (the venv may sit under /root, 0700)."""
+    if not IS_ROOT or shutil.which("setpriv") is None:
+        pytest.skip("running as nobody needs root and setpriv")
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [sys.executable, f"/usr/bin/python{ver}", f"/usr/local/bin/python{ver}"]
+    python = next((p for p in candidates if os.path.exists(p) and _nobody_can_run(p)), None)
+    if python is None:
+        pytest.skip(f"no Python {ver} that uid 65534 may execute")
+    tmp = tempfile.mkdtemp(prefix="uffdctl-nobody-")
+    os.chmod(tmp, 0o755)
+    import click
+    import markdown_it
+    import mdurl
+    import psutil
+    import pygments
+    import rich
+
+    import uffdctl
+    for mod in (uffdctl, click, rich, psutil, pygments, markdown_it, mdurl):
+        src = Path(mod.__file__ or "").parent
+        shutil.copytree(src, Path(tmp) / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for dirpath, dirnames, filenames in os.walk(tmp):
+        for n in dirnames:
+            os.chmod(os.path.join(dirpath, n), 0o755)
+        for n in filenames:
+            os.chmod(os.path.join(dirpath, n), 0o644)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": tmp, "PYTHONDONTWRITEBYTECODE": "1",
+           "HOME": "/", "LANG": "C.UTF-8", "NO_COLOR": "1"}
+    _ = sysconfig  # the copy above stands in for site-packages
+    try:
+        yield python, env
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def as_nobody(nobody_python: tuple[str, dict[str, str]]
+              ) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``as_nobody("probe", "--json")`` runs ``python -m uffdctl probe --json`` as uid 65534
+    with no capabilities; ``as_nobody(code="...")`` runs Python code instead."""
+    python, env = nobody_python
+
+    def run(*args: str, code: str | None = None, timeout: float = 120,
+            extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = NOBODY + (extra or []) + [python]
+        cmd += ["-c", code] if code is not None else ["-m", "uffdctl", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                              cwd="/")
+    return run
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m uffdctl ARGS`` in a child process, as the test's own user."""
+    def run(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
+            input: str | None = None, prefix: list[str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+        full_env.pop("GITHUB_OUTPUT", None) if "GITHUB_OUTPUT" not in (env or {}) else None
+        return subprocess.run((prefix or []) + [sys.executable, "-m", "uffdctl", *args],
+                              capture_output=True, text=True, env=full_env, timeout=timeout,
+                              input=input, cwd=ROOT)
+    return run

@@ -1,0 +1,27 @@
+"""Exit statuses and the one error type every command turns into a one-line message.
+
+The numbers are part of the interface (documented in man/uffdctl.1): CI jobs branch on them.
+"""
+
+from __future__ import annotations
+
+OK = 0
+FAILED = 1  # a --require is missing, a demo's verification failed, a fault was not resolved
+USAGE = 2  # bad command line (click's own status for usage errors)
+UNAVAILABLE = 3  # the environment cannot do it: no userfaultfd, no permission, no huge pages
+NO_PROCESS = 4  # the pid does not exist, exited, or is not a user process
+NO_ACCESS = 5  # not allowed to read that process (ptrace access mode check)
+INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
+
+
+class UffdctlError(Exception):
+    """A failure a user can meet: ``cause`` and ``fix`` are one line each."""
+
+    def __init__(self, cause: str, fix: str = "", status: int = UNAVAILABLE) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.fix = fix
+        self.status = status
+
+    def line(self) -> str:
+        return f"uffdctl: {self.cause}" + (f" (fix: {self.fix})" if self.fix else "")

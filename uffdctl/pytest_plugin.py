@@ -1,0 +1,1 @@
+"""pytest plugin (entry point ``uffdctl``): filled in by the CI-formats work (issue 5)."""

@@ -1,0 +1,355 @@
+"""The ctypes syscall layer: userfaultfd, its ioctls, messages, and the memory calls around it.
+
+Every failure raises :class:`UffdError` carrying the step ("userfaultfd", "open", "api",
+"register", "continue", "mmap", ...) and the errno, so callers can explain it in the
+kernel's terms (abi.errno_meaning) without parsing strings.
+
+GIL note: calls through ctypes.CDLL and CFUNCTYPE release the interpreter lock, PYFUNCTYPE
+(ctypes.string_at) does not.  A thread that touches a registered page must do so through
+:func:`peek`/:func:`poke`/:func:`compare` (memmove/memcmp, GIL released) so that the
+handler thread can run while the toucher is blocked in the fault.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import abi
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.ioctl.restype = ctypes.c_int
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.restype = ctypes.c_int
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.madvise.restype = ctypes.c_int
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.mprotect.restype = ctypes.c_int
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.memcmp.restype = ctypes.c_int
+_libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.memset.restype = ctypes.c_void_p
+_libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+MAP_FAILED = ctypes.c_void_p(-1).value
+PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_NORESERVE, MAP_HUGETLB = 0x4000, 0x40000
+MADV_DONTNEED, MADV_REMOVE = 4, 9
+MFD_CLOEXEC, MFD_HUGETLB = 0x1, 0x4
+MFD_HUGE_SHIFT = 26
+
+
+class UffdError(OSError):
+    """A failed step: ``step`` names the call, ``errno`` is the kernel's answer."""
+
+    def __init__(self, step: str, err: int, detail: str = "") -> None:
+        self.step = step
+        self.detail = detail
+        text = f"{step}: {_errno.errorcode.get(err, str(err))} ({abi.errno_meaning(step, err)})"
+        if detail:
+            text += f" [{detail}]"
+        super().__init__(err, text)
+
+    @property
+    def errname(self) -> str:
+        return _errno.errorcode.get(self.errno or 0, str(self.errno))
+
+
+def _fail(step: str, detail: str = "") -> UffdError:
+    return UffdError(step, ctypes.get_errno(), detail)
+
+
+# ----- structs: every field is a u64 (s64 for results), natural alignment, no padding -----
+
+class UffdioRange(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class UffdioApi(ctypes.Structure):
+    _fields_ = [("api", ctypes.c_uint64), ("features", ctypes.c_uint64),
+                ("ioctls", ctypes.c_uint64)]
+
+
+class UffdioRegister(ctypes.Structure):
+    _fields_ = [("range", UffdioRange), ("mode", ctypes.c_uint64), ("ioctls", ctypes.c_uint64)]
+
+
+class UffdioCopy(ctypes.Structure):
+    _fields_ = [("dst", ctypes.c_uint64), ("src", ctypes.c_uint64), ("len", ctypes.c_uint64),
+                ("mode", ctypes.c_uint64), ("copy", ctypes.c_int64)]
+
+
+class UffdioZeropage(ctypes.Structure):
+    _fields_ = [("range", UffdioRange), ("mode", ctypes.c_uint64), ("zeropage", ctypes.c_int64)]
+
+
+class UffdioMove(ctypes.Structure):
+    _fields_ = [("dst", ctypes.c_uint64), ("src", ctypes.c_uint64), ("len", ctypes.c_uint64),
+                ("mode", ctypes.c_uint64), ("move", ctypes.c_int64)]
+
+
+class UffdioWriteprotect(ctypes.Structure):
+    _fields_ = [("range", UffdioRange), ("mode", ctypes.c_uint64)]
+
+
+class UffdioContinue(ctypes.Structure):
+    _fields_ = [("range", UffdioRange), ("mode", ctypes.c_uint64), ("mapped", ctypes.c_int64)]
+
+
+class UffdioPoison(ctypes.Structure):
+    _fields_ = [("range", UffdioRange), ("mode", ctypes.c_uint64), ("updated", ctypes.c_int64)]
+
+
+_STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "api": UffdioApi, "register": UffdioRegister, "unregister": UffdioRange,
+    "wake": UffdioRange, "copy": UffdioCopy, "zeropage": UffdioZeropage, "move": UffdioMove,
+    "writeprotect": UffdioWriteprotect, "continue": UffdioContinue, "poison": UffdioPoison,
+}
+# The request numbers encode the struct sizes; a mismatch here would be an ABI bug.
+for _key, _st in _STRUCTS.items():
+    assert ctypes.sizeof(_st) == abi.IOCTL_BY_KEY[_key].size, _key
+
+
+def _ioctl(fd: int, key: str, arg: ctypes.Structure) -> None:
+    if _libc.ioctl(fd, abi.IOCTL_BY_KEY[key].request, ctypes.addressof(arg)) != 0:
+        raise _fail(key)
+
+
+# ----- opening a userfaultfd -------------------------------------------------------------
+
+def syscall_number() -> int:
+    nr = abi.SYSCALL_NR.get(abi.machine())
+    if nr is None:
+        raise UffdError("userfaultfd", _errno.ENOSYS, f"unknown architecture {abi.machine()}")
+    return nr
+
+
+def open_userfaultfd(flags: int = abi.O_CLOEXEC | abi.O_NONBLOCK) -> int:
+    """userfaultfd(2).  Raises UffdError('userfaultfd', ...)."""
+    fd = _libc.syscall(ctypes.c_long(syscall_number()), ctypes.c_int(flags))
+    if fd < 0:
+        raise _fail("userfaultfd")
+    return int(fd)
+
+
+def open_dev_userfaultfd(flags: int = abi.O_CLOEXEC | abi.O_NONBLOCK,
+                         path: str = abi.DEV_USERFAULTFD) -> int:
+    """A userfaultfd from /dev/userfaultfd (6.1): USERFAULTFD_IOC_NEW takes the flags by value."""
+    try:
+        dev = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UffdError("open", exc.errno or _errno.EIO, path) from None
+    try:
+        fd = _libc.ioctl(dev, abi.USERFAULTFD_IOC_NEW, ctypes.c_void_p(flags))
+        if fd < 0:
+            raise _fail("ioc_new")
+        return int(fd)
+    finally:
+        os.close(dev)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded struct uffd_msg."""
+
+    event: int
+    flags: int = 0  # pagefault
+    address: int = 0  # pagefault
+    ptid: int = 0  # pagefault, with THREAD_ID
+    ufd: int = -1  # fork
+    start: int = 0  # remap.from / remove.start / unmap.start
+    end: int = 0  # remap.to / remove.end / unmap.end
+    length: int = 0  # remap.len
+
+    @property
+    def event_name(self) -> str:
+        e = abi.EVENT_BY_CODE.get(self.event)
+        return e.name if e else f"event 0x{self.event:x}"
+
+    @property
+    def kind(self) -> str:
+        return abi.fault_kind(self.flags)
+
+    @property
+    def is_write(self) -> bool:
+        return bool(self.flags & abi.UFFD_PAGEFAULT_FLAG_WRITE)
+
+
+def decode_message(raw: bytes) -> Message:
+    event = raw[0]
+    if event == abi.UFFD_EVENT_PAGEFAULT:
+        flags, address, ptid = struct.unpack_from("<QQI", raw, 8)
+        return Message(event, flags=flags, address=address, ptid=ptid)
+    if event == abi.UFFD_EVENT_FORK:
+        return Message(event, ufd=struct.unpack_from("<I", raw, 8)[0])
+    if event == abi.UFFD_EVENT_REMAP:
+        a, b, n = struct.unpack_from("<QQQ", raw, 8)
+        return Message(event, start=a, end=b, length=n)
+    a, b = struct.unpack_from("<QQ", raw, 8)
+    return Message(event, start=a, end=b)
+
+
+def decode_messages(buf: bytes) -> list[Message]:
+    size = abi.UFFD_MSG_SIZE
+    return [decode_message(buf[i:i + size]) for i in range(0, len(buf) - size + 1, size)]
+
+
+class Userfaultfd:
+    """One userfaultfd.  UFFDIO_API may be called once per fd: the kernel refuses a second."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.features = 0  # what UFFDIO_API reported
+        self.ioctls = 0
+
+    @classmethod
+    def open(cls, flags: int = abi.O_CLOEXEC | abi.O_NONBLOCK, *, dev: bool = False
+             ) -> Userfaultfd:
+        return cls(open_dev_userfaultfd(flags) if dev else open_userfaultfd(flags))
+
+    def __enter__(self) -> Userfaultfd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def api(self, features: int = 0) -> tuple[int, int]:
+        """UFFDIO_API: returns (features offered, API ioctls mask)."""
+        arg = UffdioApi(abi.UFFD_API, features, 0)
+        _ioctl(self.fd, "api", arg)
+        self.features, self.ioctls = int(arg.features), int(arg.ioctls)
+        return self.features, self.ioctls
+
+    def register(self, start: int, length: int, mode: int) -> int:
+        """UFFDIO_REGISTER: returns the ioctls mask the kernel hands back for the range."""
+        arg = UffdioRegister(UffdioRange(start, length), mode, 0)
+        _ioctl(self.fd, "register", arg)
+        return int(arg.ioctls)
+
+    def unregister(self, start: int, length: int) -> None:
+        _ioctl(self.fd, "unregister", UffdioRange(start, length))
+
+    def wake(self, start: int, length: int) -> None:
+        _ioctl(self.fd, "wake", UffdioRange(start, length))
+
+    def copy(self, dst: int, src: int, length: int, mode: int = 0) -> int:
+        arg = UffdioCopy(dst, src, length, mode, 0)
+        _ioctl(self.fd, "copy", arg)
+        return int(arg.copy)
+
+    def zeropage(self, start: int, length: int, mode: int = 0) -> int:
+        arg = UffdioZeropage(UffdioRange(start, length), mode, 0)
+        _ioctl(self.fd, "zeropage", arg)
+        return int(arg.zeropage)
+
+    def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
+        arg = UffdioMove(dst, src, length, mode, 0)
+        _ioctl(self.fd, "move", arg)
+        return int(arg.move)
+
+    def writeprotect(self, start: int, length: int, protect: bool, dontwake: bool = False
+                     ) -> None:
+        mode = (abi.UFFDIO_WRITEPROTECT_MODE_WP if protect else 0) | (
+            abi.UFFDIO_WRITEPROTECT_MODE_DONTWAKE if dontwake else 0)
+        _ioctl(self.fd, "writeprotect", UffdioWriteprotect(UffdioRange(start, length), mode))
+
+    def continue_(self, start: int, length: int, mode: int = 0) -> int:
+        arg = UffdioContinue(UffdioRange(start, length), mode, 0)
+        _ioctl(self.fd, "continue", arg)
+        return int(arg.mapped)
+
+    def poison(self, start: int, length: int, mode: int = 0) -> int:
+        arg = UffdioPoison(UffdioRange(start, length), mode, 0)
+        _ioctl(self.fd, "poison", arg)
+        return int(arg.updated)
+
+    def read_messages(self, max_messages: int = 64) -> list[Message]:
+        """Read every queued message (up to max_messages); [] when none (O_NONBLOCK)."""
+        try:
+            buf = os.read(self.fd, abi.UFFD_MSG_SIZE * max_messages)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            raise UffdError("read", exc.errno or _errno.EIO) from None
+        return decode_messages(buf)
+
+
+# ----- memory ------------------------------------------------------------------------------
+
+def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0, addr: int = 0
+         ) -> int:
+    ptr = _libc.mmap(addr or None, length, prot, flags, fd, offset)
+    if ptr is None or ptr == MAP_FAILED:
+        raise _fail("mmap")
+    return int(ptr)
+
+
+def munmap(addr: int, length: int) -> None:
+    if _libc.munmap(addr, length) != 0:
+        raise _fail("munmap")
+
+
+def madvise(addr: int, length: int, advice: int) -> None:
+    if _libc.madvise(addr, length, advice) != 0:
+        raise _fail("madvise")
+
+
+def mprotect(addr: int, length: int, prot: int) -> None:
+    if _libc.mprotect(addr, length, prot) != 0:
+        raise _fail("mprotect")
+
+
+def memfd_create(name: str, flags: int = MFD_CLOEXEC, huge_page_size: int = 0) -> int:
+    """memfd_create(2); huge_page_size (bytes) selects a hugetlbfs memfd of that size."""
+    if huge_page_size:
+        flags |= MFD_HUGETLB | (huge_page_size.bit_length() - 1) << MFD_HUGE_SHIFT
+    try:
+        return os.memfd_create(name, flags)
+    except OSError as exc:
+        raise UffdError("memfd_create", exc.errno or _errno.EIO) from None
+
+
+def ftruncate(fd: int, length: int) -> None:
+    try:
+        os.ftruncate(fd, length)
+    except OSError as exc:
+        raise UffdError("ftruncate", exc.errno or _errno.EIO) from None
+
+
+def peek(addr: int, length: int) -> bytes:
+    """Copy bytes out of memory with the GIL released (may fault on a registered page)."""
+    buf = ctypes.create_string_buffer(length)
+    ctypes.memmove(buf, addr, length)
+    return buf.raw
+
+
+def poke(addr: int, data: bytes) -> None:
+    """Copy bytes into memory with the GIL released (may fault on a registered page)."""
+    ctypes.memmove(addr, data, len(data))
+
+
+def fill(addr: int, byte: int, length: int) -> None:
+    _libc.memset(addr, byte, length)
+
+
+def compare(addr: int, expected: bytes) -> bool:
+    """True when memory at addr equals expected; the read happens with the GIL released."""
+    return _libc.memcmp(addr, expected, len(expected)) == 0
+
+
+def iter_pages(addr: int, length: int, page_size: int) -> Iterator[int]:
+    return iter(range(addr, addr + length, page_size))
