@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 # Line/paragraph separators and bidi overrides reorder or break what the terminal shows.
-_INVISIBLE = frozenset("\u2028\u2029\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_INVISIBLE = frozenset(
+    "\u2028\u2029\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _escape_char(c: str) -> str:
