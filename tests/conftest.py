@@ -53,13 +53,25 @@ def system_snapshot() -> dict[str, str]:
     return snap
 
 
+@contextmanager
+def _sysctl_lock() -> Iterator[None]:
+    fd = os.open(SYSCTL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(autouse=True)
 def system_state() -> Iterator[None]:
     """Every test leaves nr_hugepages and the uffd sysctl as it found them."""
-    with hp.exclusive():
+    # Both locks: another test run on this machine changes these only while holding them and
+    # puts them back before letting go, so a snapshot under the locks is never mid-change.
+    with hp.exclusive(), _sysctl_lock():
         before = system_snapshot()
     yield
-    with hp.exclusive():
+    with hp.exclusive(), _sysctl_lock():
         after = system_snapshot()
     assert after == before, f"test changed system state: {before} -> {after}"
 
@@ -93,16 +105,6 @@ def no_free_hugepages() -> Callable[[], AbstractContextManager[None]]:
             finally:
                 _write(path, old)
     return window
-
-
-@contextmanager
-def _sysctl_lock() -> Iterator[None]:
-    fd = os.open(SYSCTL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture
