@@ -102,3 +102,39 @@ def test_hugetlb_mmap_without_free_pages_is_enomem(no_free_hugepages) -> None:  
     with no_free_hugepages(), pytest.raises(uffd.UffdError) as exc:
         memtypes.allocate("hugetlb", 1)
     assert exc.value.errno == errno.ENOMEM and exc.value.step == "mmap"
+
+
+def test_wp_async_written_pages_found_by_pagemap_scan() -> None:
+    """Facts §9.8: WP_ASYNC, protect 8 pages with PM_SCAN_WP_MATCHING, write 2 and 5."""
+    area = memtypes.allocate("anon", 8)
+    try:
+        with uffd.Userfaultfd.open() as u:
+            u.api(abi.FEATURE_BY_KEY["wp_async"].mask)
+            u.register(area.addr, area.length, abi.mode_value("wp"))
+            end = area.addr + area.length
+            uffd.pagemap_scan(area.addr, end,
+                              flags=abi.PM_SCAN_WP_MATCHING | abi.PM_SCAN_CHECK_WPASYNC,
+                              category_mask=abi.PAGE_IS["WPALLOWED"])
+            for i in (2, 5):
+                uffd.fill(area.page(i), 1, area.page_size)
+            regions, _ = uffd.pagemap_scan(area.addr, end, category_mask=abi.PAGE_IS["WRITTEN"],
+                                           return_mask=0xFF)
+            assert [(r.start - area.addr, r.end - area.addr) for r in regions] == [
+                (0x2000, 0x3000), (0x5000, 0x6000)]
+            assert {r.categories for r in regions} == {0xB}  # WPALLOWED|WRITTEN|PRESENT
+            wp = [bool(e & abi.PM_UFFD_WP) for e in uffd.pagemap_entries(area.addr, 8)]
+            assert wp == [True, True, False, True, True, False, True, True]
+    finally:
+        memtypes.release(area)
+
+
+def test_pagemap_scan_check_wpasync_on_unregistered_range_is_eperm() -> None:
+    area = memtypes.allocate("anon", 2)
+    try:
+        with pytest.raises(uffd.UffdError) as exc:
+            uffd.pagemap_scan(area.addr, area.addr + area.length,
+                              flags=abi.PM_SCAN_WP_MATCHING | abi.PM_SCAN_CHECK_WPASYNC,
+                              category_mask=abi.PAGE_IS["WPALLOWED"])
+        assert exc.value.errno == errno.EPERM
+    finally:
+        memtypes.release(area)

@@ -353,3 +353,62 @@ def compare(addr: int, expected: bytes) -> bool:
 
 def iter_pages(addr: int, length: int, page_size: int) -> Iterator[int]:
     return iter(range(addr, addr + length, page_size))
+
+
+# ----- pagemap -------------------------------------------------------------------------------
+
+class PmScanArg(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
+        "category_inverted", "category_mask", "category_anyof_mask", "return_mask")]
+
+
+class PageRegion(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
+                ("categories", ctypes.c_uint64)]
+
+
+assert ctypes.sizeof(PmScanArg) == abi.PM_SCAN_ARG_SIZE
+assert ctypes.sizeof(PageRegion) == abi.PAGE_REGION_SIZE
+
+
+@dataclass(frozen=True)
+class ScanRegion:
+    start: int
+    end: int
+    categories: int
+
+
+def pagemap_scan(start: int, end: int, *, flags: int = 0, category_mask: int = 0,
+                 category_inverted: int = 0, category_anyof_mask: int = 0,
+                 return_mask: int = 0, max_regions: int = 512, max_pages: int = 0,
+                 pid: str = "self") -> tuple[list[ScanRegion], int]:
+    """PAGEMAP_SCAN (6.7) over [start, end): the matching regions and where the walk ended."""
+    vec = (PageRegion * max_regions)()
+    arg = PmScanArg(abi.PM_SCAN_ARG_SIZE, flags, start, end, 0, ctypes.addressof(vec),
+                    max_regions, max_pages, category_inverted, category_mask,
+                    category_anyof_mask, return_mask or category_mask or category_anyof_mask)
+    try:
+        fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UffdError("pagemap", exc.errno or _errno.EIO) from None
+    try:
+        n = _libc.ioctl(fd, abi.PAGEMAP_SCAN, ctypes.addressof(arg))
+        if n < 0:
+            raise _fail("pagemap_scan")
+    finally:
+        os.close(fd)
+    return [ScanRegion(int(r.start), int(r.end), int(r.categories)) for r in vec[:n]], \
+        int(arg.walk_end)
+
+
+def pagemap_entries(addr: int, pages: int, page_size: int = 0, pid: str = "self") -> list[int]:
+    """The raw 64-bit /proc/PID/pagemap entries of ``pages`` base pages from addr."""
+    page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open(f"/proc/{pid}/pagemap", "rb", buffering=0) as f:
+            f.seek(addr // page_size * abi.PAGEMAP_ENTRY_SIZE)
+            raw = f.read(pages * abi.PAGEMAP_ENTRY_SIZE)
+    except OSError as exc:
+        raise UffdError("pagemap", exc.errno or _errno.EIO) from None
+    return list(struct.unpack(f"<{len(raw) // 8}Q", raw))
