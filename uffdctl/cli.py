@@ -33,7 +33,58 @@ def cli() -> None:
 
 
 # ----- probe ------------------------------------------------------------------------------
-# (owned by the probe work: options per issue 2 and issue 5)
+
+def _split_requirements(values: tuple[str, ...]) -> list[str]:
+    return [v for value in values for v in value.split(",") if v.strip()]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in uffdctl-probe(1)).")
+@click.option("--require", "-r", "require", multiple=True, metavar="NAME[,NAME...]",
+              help="Exit 1 unless NAME is available: a feature (minor_hugetlbfs), a matrix cell "
+                   "MODE:MEMORY (minor:hugetlb) or an ioctl (continue). Repeatable.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only unmet requirements.")
+@click.option("--no-ioctl-check", is_flag=True,
+              help="Report the ioctls UFFDIO_REGISTER lists without trying each one.")
+def probe(as_json: bool, require: tuple[str, ...], quiet: bool, no_ioctl_check: bool) -> int:
+    """What this kernel's userfaultfd can do for this process, found out for real.
+
+    \b
+    Exit status: 0 every --require met, 1 a requirement missing, 2 usage error,
+    3 no userfaultfd can be opened at all.
+    \b
+    Examples:
+      uffdctl probe
+      uffdctl probe --json | jq '.matrix[] | select(.ok) | .memory + ":" + .mode'
+      uffdctl probe -q --require minor:hugetlb,continue || echo "no minor faults here"
+    """
+    from . import probe as logic
+
+    try:
+        requirements = [logic.parse_requirement(n) for n in _split_requirements(require)]
+    except logic.RequirementError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--require'") from None
+    report = logic.run_probe(check_ioctls=not no_ioctl_check)
+    results = logic.check_requirements(report, requirements)
+    if as_json:
+        from .output import dump_json
+
+        doc = logic.report_to_json(report)
+        doc["requirements"] = [{"name": r.requirement.text, "kind": r.requirement.kind,
+                                "key": r.requirement.key, "met": r.met, "reason": r.reason}
+                               for r in results]
+        dump_json(doc)
+    elif not quiet:
+        from .output import console
+        from .render.probe import render
+
+        render(report, console(), results)
+    for r in results:
+        if not r.met:
+            click.echo(f"uffdctl: requirement {r.requirement.text} not met: {r.reason}", err=True)
+    if not report.usable:
+        return errors.UNAVAILABLE
+    return errors.FAILED if any(not r.met for r in results) else errors.OK
 
 
 # ----- demo -------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""`uffdctl probe` for people: PASS/WARN/FAIL lines with a hint, tables, colour only on a TTY."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .. import abi
+from ..probe import ProbeReport, RequirementResult, hugetlb_demo_outlook
+
+_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "INFO": "cyan"}
+_CELL = {"ok": ("ok", "green"), "unsupported": ("EINVAL", "dim"), "denied": ("EPERM", "red"),
+         "no-hugepages": ("no pages", "yellow"), "error": ("error", "red")}
+
+
+def _line(con: Console, level: str, what: str, hint: str = "") -> None:
+    t = Text("  ")
+    t.append(f"{level:<4}", style=_STYLE[level])
+    t.append(f"  {what}")
+    if hint:
+        t.append(f"  ({hint})", style="dim")
+    con.print(t)
+
+
+def _heading(con: Console, text: str) -> None:
+    con.print()
+    con.print(Text(text, style="bold"))
+
+
+def render(report: ProbeReport, con: Console,
+           results: list[RequirementResult] | None = None) -> None:
+    tty = con.is_terminal
+    table_box = box.SIMPLE_HEAD if tty else box.ASCII2
+    k = report.kernel
+    con.print(Text(f"uffdctl probe: Linux {k.release} {k.machine}", style="bold"))
+
+    _heading(con, "Kernel")
+    if k.config is None:
+        _line(con, "INFO", "/proc/config.gz not readable: Kconfig symbols unknown")
+    else:
+        for sym, val in k.config.items():
+            level = "PASS" if val in ("y", "m") else "INFO"
+            _line(con, level, f"{sym}={val}" if val != "n" else f"{sym} is not set")
+
+    ctx = report.access.context
+    _heading(con, f"Access (uid {ctx.euid})")
+    for m in report.access.methods:
+        if m.ok:
+            note = "" if m.kernel_faults else "user-mode faults only"
+            _line(con, "PASS", m.name, note)
+        else:
+            level = "WARN" if report.access.usable else "FAIL"
+            _line(con, level, f"{m.name}: {m.errno}: {m.cause}", f"fix: {m.fix}" if m.fix else "")
+    sysctl = "absent" if ctx.sysctl is None else str(ctx.sysctl)
+    seccomp = {0: "none", 1: "strict", 2: "filter"}.get(ctx.seccomp or 0, "unknown")
+    if ctx.seccomp_filters:
+        seccomp += f" ({ctx.seccomp_filters} filters)"
+    userns = {True: "initial", False: "child", None: "unknown"}[ctx.initial_userns]
+    dev = f"mode {ctx.dev.mode} uid {ctx.dev.uid} gid {ctx.dev.gid}" if ctx.dev.exists \
+        else "absent"
+    _line(con, "INFO", f"vm.unprivileged_userfaultfd={sysctl}; CAP_SYS_PTRACE "
+                       f"{'yes' if ctx.cap_sys_ptrace else 'no'}; user namespace {userns}; "
+                       f"seccomp {seccomp}; /dev/userfaultfd {dev}")
+
+    api = report.api
+    if api is None:
+        cause, fix = report.access.summary()
+        _heading(con, "API")
+        _line(con, "FAIL", f"no userfaultfd can be opened: {cause}", f"fix: {fix}" if fix else "")
+    else:
+        _heading(con, f"API features (UFFDIO_API offers 0x{api.features_mask:x}; "
+                      f"ioctls: {' '.join(abi.ioctl_names(api.ioctls_mask))}; via {api.method})")
+        t = Table(box=table_box, show_edge=False, pad_edge=False)
+        for col in ("bit", "feature", "since", "offered", "usable", "meaning"):
+            t.add_column(col, no_wrap=col != "meaning")
+        for f in api.features:
+            offered = Text("yes", style="green") if f.offered else Text("no", style="dim")
+            if not f.offered:
+                usable = Text("-", style="dim")
+            elif f.usable:
+                usable = Text("yes", style="green")
+            else:
+                usable = Text(f"no ({f.errno})", style="yellow")
+            t.add_row(str(f.bit), f.name, f.first, offered, usable, f.meaning)
+        con.print(t)
+
+        _heading(con, "Registration matrix (UFFDIO_REGISTER, for real)")
+        memories = list(dict.fromkeys(c.memory for c in report.matrix))
+        t = Table(box=table_box, show_edge=False, pad_edge=False)
+        t.add_column("mode", no_wrap=True)
+        for mem in memories:
+            t.add_column(mem, no_wrap=True)
+        for mode in abi.MATRIX_MODES:
+            row: list[Text | str] = [mode]
+            for mem in memories:
+                c = report.cell(mode, mem)
+                label, style = _CELL.get(c.status if c else "error", ("?", "red"))
+                row.append(Text(label, style=style))
+            t.add_row(*row)
+        con.print(t)
+        _heading(con, "Ioctls UFFDIO_REGISTER hands back (widest working mode per memory)")
+        for mem in memories:
+            cells = [c for c in report.matrix if c.memory == mem and c.ok]
+            if not cells:
+                bad = next(c for c in report.matrix if c.memory == mem)
+                level = "WARN" if bad.status == "no-hugepages" else "INFO"
+                _line(con, level, f"{mem}: {bad.error or bad.status}",
+                      f"fix: {bad.fix}" if bad.fix else "")
+                continue
+            widest = max(cells, key=lambda c: bin(c.ioctls_mask).count("1"))
+            text = f"{mem} [{widest.mode}]: {' '.join(widest.working_ioctls)}"
+            notes = [f"{n} listed but fails ({e})" for n, e in widest.failing_ioctls.items()]
+            notes += [f"{n} not tried: {why}" for n, why in widest.untested_ioctls.items()]
+            _line(con, "WARN" if widest.failing_ioctls else "PASS", text, "; ".join(notes))
+
+    _heading(con, "Huge pages")
+    hp = report.hugepages
+    if not hp.pools:
+        _line(con, "INFO", "no huge page pools (CONFIG_HUGETLBFS off?)")
+    for p in hp.pools:
+        _line(con, "PASS" if p.available else "INFO",
+              f"{p.size_kb} kB{' (default)' if p.default else ''}: nr {p.nr}, free {p.free}, "
+              f"reserved {p.reserved}, surplus {p.surplus}, overcommit {p.overcommit}")
+    if hp.mounts:
+        _line(con, "INFO", "hugetlbfs mounted at " + ", ".join(hp.mounts))
+    level = "PASS" if (hp.pool() and hp.pool().available) else "WARN"  # type: ignore[union-attr]
+    _line(con, level, hugetlb_demo_outlook(report))
+
+    if results:
+        _heading(con, "Requirements")
+        for r in results:
+            _line(con, "PASS" if r.met else "FAIL", r.requirement.text, r.reason)
