@@ -39,7 +39,8 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in uffdctl-probe(1)).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (schema in uffdctl-probe(1)).")
 @click.option("--require", "-r", "require", multiple=True, metavar="NAME[,NAME...]",
               help="Exit 1 unless NAME is available: a feature (minor_hugetlbfs), a matrix cell "
                    "MODE:MEMORY (minor:hugetlb) or an ioctl (continue). Repeatable.")

@@ -21,7 +21,8 @@ def _line(con: Console, level: str, what: str, hint: str = "") -> None:
     t.append(f"  {what}")
     if hint:
         t.append(f"  ({hint})", style="dim")
-    con.print(t)
+    # Piped output stays one line per finding, so grep and CI logs see whole lines.
+    con.print(t, soft_wrap=not con.is_terminal)
 
 
 def _heading(con: Console, text: str) -> None:
