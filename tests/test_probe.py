@@ -210,7 +210,8 @@ def test_nothing_works_exits_3_with_the_cause(nobody_python, sysctl) -> None:  #
 
     sysctl("vm/unprivileged_userfaultfd", "0")
     python, env = nobody_python
-    cmd = seccomp.command("ENOSYS", NOBODY + [python, "-m", "uffdctl", "probe", "-r", "minor:shmem"])
+    cmd = seccomp.command("ENOSYS",
+                          NOBODY + [python, "-m", "uffdctl", "probe", "-r", "minor:shmem"])
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd="/")
     assert res.returncode == 3, res.stderr
     assert "FAIL" in res.stdout and "seccomp filter" in res.stdout
