@@ -7,6 +7,7 @@ only for what it uses (no rich on the JSON path).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -101,7 +102,98 @@ def demo() -> None:
     """
 
 
-# (demo minor / missing / wp: owned by the demo work, issues 3 and 6)
+def _demo_options(backings: tuple[str, ...], default_backing: str) -> Any:
+    """The options every demo shares (one engine runs them all)."""
+    def wrap(f: Any) -> Any:
+        opts = [
+            click.option("--backing", type=click.Choice(backings), default=default_backing,
+                         show_default=True, help="Memory behind the registered mapping."),
+            click.option("--pages", type=click.IntRange(1, 1 << 20), default=8,
+                         show_default=True, help="Pages to map and fault on."),
+            click.option("--page-size", metavar="SIZE", default=None,
+                         help="Huge page size for hugetlb backing: 2M (default size) or 1G."),
+            click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+                         help="Threads that touch every page (each from its own start)."),
+            click.option("--write", is_flag=True, help="Touch by writing instead of reading."),
+            click.option("--cpus", type=click.Choice(["same", "spread", "any"]), default="same",
+                         show_default=True,
+                         help="Handler and touchers on one CPU, on two, or anywhere."),
+            click.option("--timeout", type=click.FloatRange(0.1, 3600), default=5.0,
+                         show_default=True, metavar="SECONDS",
+                         help="Abort when no fault is resolved for this long."),
+            click.option("--no-reserve", is_flag=True,
+                         help="Never grow the huge page pool (root otherwise reserves what "
+                              "the run needs and gives it back)."),
+            click.option("--json", "as_json", is_flag=True,
+                         help="JSON lines: one per step and fault, then a summary."),
+            click.option("--wrong-resolution", "wrong", is_flag=True, hidden=True),
+            click.option("--stall", is_flag=True, hidden=True),
+        ]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return wrap
+
+
+def _run_demo(mode: str, as_json: bool, page_size: str | None, no_reserve: bool,
+              **options: Any) -> int:
+    from . import demo as engine
+
+    size = None
+    if page_size is not None:
+        from .hugepages import parse_size
+
+        try:
+            size = parse_size(page_size)
+        except (ValueError, IndexError):
+            raise click.BadParameter(f"{page_size!r} is not a size like 2M or 1G",
+                                     param_hint="'--page-size'") from None
+    cfg = engine.DemoConfig(mode=mode, huge_page_size=size, reserve=not no_reserve, **options)
+    from .output import color_wanted
+    from .render import demo as view
+
+    renderer: Any
+    if as_json:
+        renderer = view.JsonRenderer()
+    elif color_wanted():
+        renderer = view.LiveRenderer(cfg.pages, engine.SCENARIOS[mode].story)
+    else:
+        renderer = view.PlainRenderer()
+    try:
+        summary = engine.run_demo(cfg, renderer)
+    finally:
+        if hasattr(renderer, "close"):
+            renderer.close()
+    renderer.finish(summary)
+    return errors.OK if summary.ok else errors.FAILED
+
+
+DEMO_EXIT = """\b
+Exit status: 0 every byte verified, 1 a byte differed or a fault was not
+resolved in time, 2 usage error, 3 the environment cannot run it (no
+userfaultfd, no huge pages), 130 interrupted (everything is given back)."""
+
+
+@demo.command(context_settings=CONTEXT, epilog=DEMO_EXIT)
+@_demo_options(("hugetlb", "shmem"), "hugetlb")
+@click.option("--modify", is_flag=True,
+              help="The handler changes each page through the plain mapping before resolving.")
+def minor(**options: Any) -> int:
+    """Minor faults: one memfd mapped twice, resolved with UFFDIO_CONTINUE.
+
+    The contents are written through the plain mapping, so they are already in the page
+    cache; the second mapping is registered in MINOR mode and has no page table entries, so
+    each first touch is a minor fault that this process resolves with UFFDIO_CONTINUE after
+    (with --modify) changing the page through the plain mapping. Every byte is verified and
+    the round trip is compared with the kernel's own minor fault.
+
+    \b
+    Examples:
+      sudo uffdctl demo minor
+      uffdctl demo minor --backing shmem --pages 64 --threads 4 --write
+      uffdctl demo minor --json | jq 'select(.event == "summary")'
+    """
+    return _run_demo("minor", **options)
 
 
 # ----- inspect / ps -----------------------------------------------------------------------

@@ -182,22 +182,23 @@ def reserve(pages: int, size: int | None = None) -> Iterator[Reservation]:
             yield Reservation(pool.size_kb, 0, pool.nr)
             return
         target = pool.nr + missing
+        # The restore is armed before the write, so a Ctrl-C between the two cannot leak
+        # pages; while we hold the lock, nobody using it changes the pool, so putting the
+        # old size back is exact.
         try:
-            with open(path, "w") as f:
-                f.write(str(target))
-        except OSError as exc:
-            raise ReserveError(f"cannot grow the {pool.size_kb} kB pool ({path}: "
-                               f"{os.strerror(exc.errno or 0)})", exc.errno or errno.EACCES
-                               ) from None
-        got = _read_int(path)
-        try:
+            try:
+                with open(path, "w") as f:
+                    f.write(str(target))
+            except OSError as exc:
+                raise ReserveError(f"cannot grow the {pool.size_kb} kB pool ({path}: "
+                                   f"{os.strerror(exc.errno or 0)})", exc.errno or errno.EACCES
+                                   ) from None
+            got = _read_int(path)
             if got < target:
                 raise ReserveError(f"the kernel gave {got - pool.nr} of {missing} huge pages "
                                    f"of {pool.size_kb} kB (memory is fragmented or short)")
             yield Reservation(pool.size_kb, missing, pool.nr)
         finally:
-            # Shrink by what we added rather than writing the old value back: someone not
-            # using this lock may have changed the pool meanwhile.
-            added = got - pool.nr
-            with open(path, "w") as f:
-                f.write(str(max(0, _read_int(path) - added)))
+            if _read_int(path) != pool.nr:
+                with open(path, "w") as f:
+                    f.write(str(pool.nr))

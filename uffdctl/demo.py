@@ -1,0 +1,529 @@
+"""The demo engine: register a mapping, let threads fault on it, resolve every fault from
+userspace, verify every byte, and measure the round trip against the kernel's own fault.
+
+One engine serves every mode.  A :class:`Scenario` says what differs between them (what the
+mapping holds before the first touch, which features and register mode to ask for, and how
+a fault is resolved); the engine owns the rest: the fault loop, timeouts, CPU placement,
+Ctrl-C, clean-up, verification and the statistics.  It never prints: every step and fault
+is handed to the ``emit`` callback as a dataclass, and the result is a :class:`Summary`.
+
+Threads: the handler runs in the calling (main) thread so that Ctrl-C lands in it; touchers
+are Python threads that touch pages through uffd.peek/poke/compare, which run with the
+interpreter lock released, so a toucher blocked in a fault never starves the handler.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from . import abi, errors, hugepages, memtypes, uffd
+
+MiB = 1 << 20
+
+
+@dataclass
+class DemoConfig:
+    mode: str = "minor"  # the scenario name: minor, missing, wp
+    backing: str = "hugetlb"  # a memtypes name: hugetlb, shmem, anon, ...
+    pages: int = 8
+    huge_page_size: int | None = None  # bytes; None: the default huge page size
+    threads: int = 1
+    write: bool = False  # touch by writing instead of reading
+    modify: bool = False  # the handler changes the contents before resolving
+    zero: bool = False  # missing: resolve with UFFDIO_ZEROPAGE instead of UFFDIO_COPY
+    cpus: str = "same"  # same, spread, any
+    timeout: float = 5.0  # seconds without progress before the run is aborted
+    reserve: bool = True  # as root, reserve the huge pages the run needs
+    wrong: bool = False  # test hook: resolve with other contents than promised
+    stall: bool = False  # test hook: never resolve, to exercise the timeout path
+
+
+# ----- events --------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """A narrated step of the story."""
+
+    text: str
+    event: str = "step"
+
+
+@dataclass
+class Fault:
+    page: int
+    address: int
+    flags: int
+    flag_names: list[str]
+    kind: str
+    tid: int
+    resolved_with: str
+    modified: bool
+    handle_ns: int  # read() returning to the resolving ioctl returning
+    seq: int  # 1-based count of faults so far
+    duplicate: bool = False  # another thread's message for a page already resolved
+    event: str = "fault"
+
+
+@dataclass
+class Summary:
+    mode: str
+    backing: str
+    pages: int
+    page_size: int
+    threads: int
+    cpus: str
+    cpu_note: str
+    uffd_method: str
+    faults: int = 0  # distinct pages that faulted
+    messages: int = 0  # fault messages read (several threads may fault on one page)
+    kinds: dict[str, int] = field(default_factory=dict)  # minor/missing/wp -> faults
+    writes: int = 0
+    verified_bytes: int = 0
+    mismatched_pages: list[int] = field(default_factory=list)
+    latency_ns: list[int] = field(default_factory=list)
+    floor_ns: list[int] = field(default_factory=list)
+    reserved_pages: int = 0
+    elapsed_s: float = 0.0
+    error: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)  # scenario-specific results
+
+    @property
+    def ok(self) -> bool:
+        return (self.error is None and not self.mismatched_pages
+                and self.verified_bytes == self.pages * self.page_size)
+
+
+Emit = Callable[[Step | Fault], None]
+
+
+def percentiles(samples: list[int]) -> dict[str, int]:
+    if not samples:
+        return {}
+    s = sorted(samples)
+
+    def pick(q: float) -> int:
+        return s[min(len(s) - 1, int(q * len(s)))]
+    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": s[-1],
+            "min": s[0], "n": len(s)}
+
+
+def log2_histogram(samples: list[int]) -> list[tuple[int, int]]:
+    """(upper bound in microseconds, count) buckets: <=1, <=2, <=4, ... us."""
+    buckets: dict[int, int] = {}
+    for ns in samples:
+        us = max(1, -(-ns // 1000))
+        bound = 1 << (us - 1).bit_length()
+        buckets[bound] = buckets.get(bound, 0) + 1
+    if not buckets:
+        return []
+    lo, hi = min(buckets), max(buckets)
+    out, b = [], lo
+    while b <= hi:
+        out.append((b, buckets.get(b, 0)))
+        b <<= 1
+    return out
+
+
+# ----- scenarios ------------------------------------------------------------------------------
+
+class Run:
+    """The state a scenario works on: the registered area, its alias, the uffd, patterns."""
+
+    def __init__(self, cfg: DemoConfig, area: memtypes.Area, u: uffd.Userfaultfd) -> None:
+        self.cfg = cfg
+        self.area = area
+        self.uffd = u
+        self.page_size = area.page_size
+        self.expected: list[bytes] = [b""] * area.pages
+        self.faulted: set[tuple[int, int]] = set()  # (thread id, page) of each fault message
+
+    def pattern(self, index: int, salt: int = 0) -> bytes:
+        """Page contents no other page has: the page index and salt in every 8-byte word."""
+        word = ((salt << 32) | (index + 1)).to_bytes(8, "little")
+        return word * (self.page_size // 8)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    register_mode: str
+    backings: tuple[str, ...]
+    features: Callable[[str], list[str]]  # memory kind -> feature keys to request
+    prepare: Callable[[Run, Emit], None]  # contents before the first touch
+    resolve: Callable[[Run, uffd.Message, int], tuple[str, bool]]  # -> (ioctl, modified)
+    needs_alias: bool = False
+    story: str = ""
+    # Makes the floor's unregistered area look like the registered one did before the touch.
+    floor_prepare: Callable[[Run, memtypes.MemoryType, memtypes.Area], None] | None = None
+
+
+def _minor_features(kind: str) -> list[str]:
+    return ["minor_hugetlbfs" if kind == "hugetlb" else "minor_shmem", "thread_id"]
+
+
+def _minor_prepare(run: Run, emit: Emit) -> None:
+    area = run.area
+    for i in range(area.pages):
+        run.expected[i] = run.pattern(i)
+        uffd.poke(area.alias + i * run.page_size, run.expected[i])
+    emit(Step(f"wrote a distinct pattern into each of the {area.pages} pages through the plain "
+              "mapping: the page cache holds them, the registered mapping has no PTEs yet"))
+
+
+def _minor_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+    area, ps = run.area, run.page_size
+    alias = area.alias + index * ps
+    modified = False
+    if run.cfg.modify:
+        # The handler may change what the faulting thread will see, through the plain mapping.
+        run.expected[index] = run.pattern(index, salt=0xC0DE)
+        uffd.poke(alias, run.expected[index])
+        modified = True
+    if run.cfg.wrong:
+        uffd.poke(alias, run.pattern(index, salt=0xBAD))  # not what was promised
+    run.uffd.continue_(area.addr + index * ps, ps)
+    return "continue", modified
+
+
+def _minor_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:
+    mt.map_alias(area)
+    for i in range(area.pages):
+        uffd.poke(area.alias + i * run.page_size, run.expected[i])
+
+
+MINOR = Scenario(
+    "minor", "minor", ("hugetlb", "shmem"), _minor_features, _minor_prepare, _minor_resolve,
+    needs_alias=True, floor_prepare=_minor_floor,
+    story="one memfd mapped twice; the page cache already holds the data, so a first touch "
+          "of the registered mapping is a minor fault, resolved with UFFDIO_CONTINUE")
+
+SCENARIOS: dict[str, Scenario] = {"minor": MINOR}
+
+
+# ----- the engine -----------------------------------------------------------------------------
+
+def _cpu_plan(cpus: str) -> tuple[int | None, int | None, str]:
+    """(handler CPU, toucher CPU, note); None: leave the scheduler to it."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpus == "any" or not allowed:
+        return None, None, "any CPU (scheduler's choice)"
+    if cpus == "same":
+        return allowed[0], allowed[0], f"handler and touchers on CPU {allowed[0]}"
+    if len(allowed) < 2:
+        return allowed[0], allowed[0], f"only CPU {allowed[0]} is allowed: spread = same"
+    return allowed[0], allowed[1], f"handler on CPU {allowed[0]}, touchers on CPU {allowed[1]}"
+
+
+class _Touchers:
+    """Threads that touch every page once (each starting at a different page), record the
+    round trip of each touch, then verify every byte."""
+
+    def __init__(self, run: Run, cfg: DemoConfig, cpu: int | None) -> None:
+        self.run, self.cfg, self.cpu = run, cfg, cpu
+        self.samples: dict[tuple[int, int], int] = {}  # (tid, page) -> ns
+        self.mismatched: set[int] = set()
+        self.verified: set[int] = set()
+        self.done = threading.Event()
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._body, args=(k,), daemon=True,
+                                         name=f"uffdctl-toucher-{k}")
+                        for k in range(cfg.threads)]
+        self._left = len(self.threads)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _body(self, k: int) -> None:
+        try:
+            if self.cpu is not None:
+                os.sched_setaffinity(0, {self.cpu})
+            tid = threading.get_native_id()
+            area, ps, n = self.run.area, self.run.page_size, self.run.area.pages
+            order = [(k * n // len(self.threads) + j) % n for j in range(n)]
+            for i in order:
+                if self.stop.is_set():
+                    return
+                addr = area.addr + i * ps
+                t0 = time.perf_counter_ns()
+                if self.cfg.write:
+                    uffd.poke(addr, b"\xee")
+                else:
+                    uffd.peek(addr, 1)
+                self.samples[(tid, i)] = time.perf_counter_ns() - t0
+            for i in order:
+                if self.stop.is_set():
+                    return
+                expected = self.run.expected[i]
+                if self.cfg.write:
+                    expected = b"\xee" + expected[1:]
+                if uffd.compare(area.addr + i * ps, expected):
+                    self.verified.add(i)
+                else:
+                    self.mismatched.add(i)
+        except BaseException as exc:  # reported by the engine, never lost in a thread
+            self.errors.append(exc)
+        finally:
+            with self._lock:
+                self._left -= 1
+                if self._left == 0:
+                    self.done.set()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _floor(run: Run, mt: memtypes.MemoryType, cfg: DemoConfig, cpu: int | None,
+           stack: ExitStack) -> list[int]:
+    """The same touch on an unregistered mapping prepared the same way: the kernel's own
+    fault, i.e. what userfaultfd adds on top of."""
+    area = mt.allocate(run.area.pages, run.page_size)
+    stack.callback(mt.release, area)
+    source = area.addr
+    scenario = SCENARIOS[cfg.mode]
+    if scenario.floor_prepare is not None:
+        scenario.floor_prepare(run, mt, area)
+    samples: list[int] = []
+
+    def body() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        for i in range(area.pages):
+            addr = source + i * run.page_size
+            t0 = time.perf_counter_ns()
+            if cfg.write:
+                uffd.poke(addr, b"\xee")
+            else:
+                uffd.peek(addr, 1)
+            samples.append(time.perf_counter_ns() - t0)
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join()
+    return samples
+
+
+class DemoAborted(Exception):
+    pass
+
+
+def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]]
+             | None = None) -> Summary:
+    """Run one demo.  Raises errors.UffdctlError when the environment cannot run it; every
+    resource it took is given back before it returns or raises (KeyboardInterrupt too)."""
+    scenario = SCENARIOS[cfg.mode]
+    mt = memtypes.MEMORY_BY_NAME[cfg.backing]
+    page_size = mt.page_size(cfg.huge_page_size)
+    handler_cpu, toucher_cpu, cpu_note = _cpu_plan(cfg.cpus)
+    old_affinity = os.sched_getaffinity(0)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        if mt.kind == "hugetlb":
+            reserved = _hugepages(cfg, mt, page_size, stack, emit)
+        else:
+            reserved = 0
+        if open_uffd is None:
+            from .access import open_uffd as _open
+
+            def open_uffd() -> tuple[uffd.Userfaultfd, str]:
+                return _open(nonblock=True, user_mode_ok=True)
+        u, method = open_uffd()
+        stack.callback(u.close)  # closing also releases any thread still waiting in a fault
+        summary = Summary(cfg.mode, cfg.backing, cfg.pages, page_size, cfg.threads, cfg.cpus,
+                          cpu_note, method, reserved_pages=reserved)
+        emit(Step(f"opened a userfaultfd via {method}"))
+
+        wanted = 0
+        for key in scenario.features(mt.kind):
+            wanted |= abi.FEATURE_BY_KEY[key].mask
+        offered = _offered(open_uffd)
+        missing = [k for k in scenario.features(mt.kind)
+                   if k != "thread_id" and not offered & abi.FEATURE_BY_KEY[k].mask]
+        if missing:
+            raise errors.UffdctlError(
+                f"this kernel does not offer {', '.join(m.upper() for m in missing)} "
+                f"(added in {abi.FEATURE_BY_KEY[missing[0]].first})",
+                "use a newer kernel" + (", or --backing shmem" if mt.kind == "hugetlb" else ""),
+                errors.UNAVAILABLE)
+        features, _ = u.api(wanted & offered)
+        emit(Step(f"UFFDIO_API: requested {' '.join(abi.feature_names(wanted & offered))}"))
+
+        area = _allocate(mt, cfg, page_size, stack)
+        if scenario.needs_alias:
+            mt.map_alias(area)
+        emit(Step(_describe_area(mt, area, scenario.needs_alias)))
+        run = Run(cfg, area, u)
+        scenario.prepare(run, emit)
+        ioctls = u.register(area.addr, area.length, abi.mode_value(scenario.register_mode))
+        emit(Step(f"UFFDIO_REGISTER {scenario.register_mode.upper()} on the "
+                  f"{'second ' if scenario.needs_alias else ''}mapping: kernel offers "
+                  f"{' '.join(abi.ioctl_names(ioctls))}"))
+        emit(Step(f"{cfg.threads} thread{'s' if cfg.threads > 1 else ''} "
+                  f"{'write' if cfg.write else 'read'} every page; {cpu_note}"))
+
+        touchers = _Touchers(run, cfg, toucher_cpu)
+        # Runs before the area is unmapped: a toucher woken by the unregister must be gone
+        # before its pages are, or it would touch unmapped memory.
+        stack.callback(_release_touchers, touchers, u, area, cfg.timeout)
+        if handler_cpu is not None:
+            os.sched_setaffinity(0, {handler_cpu})
+            stack.callback(os.sched_setaffinity, 0, old_affinity)
+        touchers.start()
+        _handle(run, scenario, touchers, summary, emit)
+        touchers.join(cfg.timeout)
+        if touchers.errors:
+            raise touchers.errors[0]
+
+        # Latency: the toucher's round trip for the touches that really faulted.
+        faulted = run.faulted
+        summary.latency_ns = [ns for (tid, i), ns in touchers.samples.items()
+                              if (tid, i) in faulted or (0, i) in faulted]
+        summary.verified_bytes = len(touchers.verified - touchers.mismatched) * page_size
+        summary.mismatched_pages = sorted(touchers.mismatched)
+        if summary.error is None:
+            emit(Step(f"verified {summary.verified_bytes} bytes in {area.pages} pages"
+                      + (f"; {len(summary.mismatched_pages)} pages differ"
+                         if summary.mismatched_pages else "")))
+            summary.floor_ns = _floor(run, mt, cfg, toucher_cpu, stack)
+            emit(Step("the same touch on an unregistered mapping (the kernel's own fault) "
+                      "measured for comparison"))
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _offered(open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]]) -> int:
+    # UFFDIO_API is once per fd: ask on a throw-away one.
+    probe_fd, _ = open_uffd()
+    try:
+        return probe_fd.api(0)[0]
+    finally:
+        probe_fd.close()
+
+
+def _release_touchers(touchers: _Touchers, u: uffd.Userfaultfd, area: memtypes.Area,
+                      timeout: float) -> None:
+    touchers.stop.set()
+    if u.fd >= 0 and area.addr:
+        try:
+            # Unregistering wakes every thread waiting in a fault on the range; they retry
+            # the access as an ordinary fault.
+            u.unregister(area.addr, area.length)
+        except uffd.UffdError:
+            u.close()  # closing wakes them too
+    touchers.join(timeout)
+
+
+def _describe_area(mt: memtypes.MemoryType, area: memtypes.Area, alias: bool) -> str:
+    size = f"{area.page_size // 1024} kB" if area.page_size < MiB else \
+        f"{area.page_size // MiB} MiB"
+    text = f"{mt.description}: {area.pages} pages of {size}"
+    return text + ", mapped twice (plain mapping + registered mapping)" if alias else text
+
+
+def _hugepages(cfg: DemoConfig, mt: memtypes.MemoryType, page_size: int, stack: ExitStack,
+               emit: Emit) -> int:
+    need = 2 * cfg.pages  # the registered area and the floor's unregistered one
+    pools = hugepages.read_pools()
+    pool = pools.pool(page_size)
+    kb = page_size // 1024
+    if pool is None:
+        raise errors.UffdctlError(f"this kernel has no {kb} kB huge page pool",
+                                  "pick a size listed by `uffdctl probe`, or --backing shmem",
+                                  errors.UNAVAILABLE)
+    if pool.available >= need:
+        emit(Step(f"{pool.available} free {kb} kB huge pages available, {need} needed"))
+        return 0
+    if not cfg.reserve or os.geteuid() != 0:
+        why = "--no-reserve was given" if cfg.reserve is False else "not root"
+        raise errors.UffdctlError(
+            f"no free huge pages: {need} of {kb} kB needed, {pool.available} free ({why})",
+            f"as root: sysctl vm.nr_hugepages={pool.nr + need - pool.available}, "
+            "or use --backing shmem", errors.UNAVAILABLE)
+    try:
+        res = stack.enter_context(hugepages.reserve(need, page_size))
+    except hugepages.ReserveError as exc:
+        raise errors.UffdctlError(f"cannot reserve huge pages: {exc.reason}",
+                                  "free memory, or use --backing shmem",
+                                  errors.UNAVAILABLE) from None
+    emit(Step(f"reserved {res.added} {kb} kB huge pages (nr_hugepages {res.before} -> "
+              f"{res.before + res.added}); they are given back when the demo ends"))
+    return res.added
+
+
+def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, stack: ExitStack
+              ) -> memtypes.Area:
+    try:
+        area = mt.allocate(cfg.pages, page_size)
+    except uffd.UffdError as exc:
+        if exc.errno == 12 and mt.kind == "hugetlb":
+            raise errors.UffdctlError("no free huge pages for the mapping (ENOMEM)",
+                                      "reserve some (sysctl vm.nr_hugepages=N) or use "
+                                      "--backing shmem", errors.UNAVAILABLE) from None
+        raise
+    stack.callback(mt.release, area)
+    return area
+
+
+def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
+            emit: Emit) -> None:
+    """The fault loop: read every queued message, resolve it, until the touchers are done."""
+    u, area, ps = run.uffd, run.area, run.page_size
+    poller = select.poll()
+    poller.register(u.fd, select.POLLIN)
+    resolved: set[int] = set()
+    faulted = run.faulted
+    last_progress = time.monotonic()
+    while not touchers.done.is_set():
+        if not poller.poll(50):
+            if touchers.done.is_set():
+                break
+            if time.monotonic() - last_progress > run.cfg.timeout:
+                waiting = area.pages - len(resolved)
+                summary.error = (f"no progress for {run.cfg.timeout:g} s with {waiting} pages "
+                                 "unresolved: aborted; closing the userfaultfd released the "
+                                 "waiting threads")
+                emit(Step(summary.error))
+                touchers.stop.set()
+                u.close()  # wakes every thread blocked in the fault; they retry without uffd
+                return
+            continue
+        for msg in u.read_messages():
+            t0 = time.perf_counter_ns()
+            if msg.event != abi.UFFD_EVENT_PAGEFAULT:
+                continue
+            index = (msg.address - area.addr) // ps
+            summary.messages += 1
+            faulted.add((msg.ptid, index))
+            if run.cfg.stall:
+                continue
+            duplicate = index in resolved
+            if duplicate:
+                # Another thread faulted on the page before it was mapped: wake it.
+                u.wake(area.addr + index * ps, ps)
+                how, modified = "wake", False
+            else:
+                try:
+                    how, modified = scenario.resolve(run, msg, index)
+                except uffd.UffdError as exc:
+                    if exc.errno != 17:  # EEXIST: mapped meanwhile; waking is enough
+                        raise
+                    u.wake(area.addr + index * ps, ps)
+                    how, modified = "wake", False
+                resolved.add(index)
+                summary.faults += 1
+                summary.kinds[msg.kind] = summary.kinds.get(msg.kind, 0) + 1
+                if msg.is_write:
+                    summary.writes += 1
+            last_progress = time.monotonic()
+            emit(Fault(index, msg.address, msg.flags, abi.pagefault_flag_names(msg.flags),
+                       msg.kind, msg.ptid, how, modified, time.perf_counter_ns() - t0,
+                       summary.faults, duplicate))
