@@ -327,10 +327,7 @@ def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Use
     old_affinity = os.sched_getaffinity(0)
     started = time.monotonic()
     with ExitStack() as stack:
-        if mt.kind == "hugetlb":
-            reserved = _hugepages(cfg, mt, page_size, stack, emit)
-        else:
-            reserved = 0
+        reserved = _hugepages(cfg, mt, page_size, stack, emit) if mt.kind == "hugetlb" else 0
         if open_uffd is None:
             from .access import open_uffd as _open
 
@@ -354,7 +351,7 @@ def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Use
                 f"(added in {abi.FEATURE_BY_KEY[missing[0]].first})",
                 "use a newer kernel" + (", or --backing shmem" if mt.kind == "hugetlb" else ""),
                 errors.UNAVAILABLE)
-        features, _ = u.api(wanted & offered)
+        _features, _ = u.api(wanted & offered)
         emit(Step(f"UFFDIO_API: requested {' '.join(abi.feature_names(wanted & offered))}"))
 
         area = _allocate(mt, cfg, page_size, stack)
