@@ -93,17 +93,21 @@ def no_free_hugepages() -> Callable[[], AbstractContextManager[None]]:
     @contextmanager
     def window() -> Iterator[None]:
         path = "/proc/sys/vm/nr_hugepages"
-        with hp.exclusive():
-            old = _read(path)
-            pools = hp.read_pools()
-            pool = pools.pool()
-            if pool and pool.free - pool.reserved > 0:
-                # Shrink only by the free pages: pages in use stay where they are.
-                _write(path, str(pool.nr - (pool.free - pool.reserved)))
-            try:
-                yield
-            finally:
-                _write(path, old)
+        removed = 0
+        try:
+            with hp.exclusive():
+                pool = hp.read_pools().pool()
+                if pool and pool.available > 0:
+                    # Shrink only by the free pages: pages in use stay where they are.
+                    removed = pool.available
+                    _write(path, str(pool.nr - removed))
+            # Not locked inside the window: the code under test (often a child process)
+            # takes the same lock to grow the pool.
+            yield
+        finally:
+            if removed:
+                with hp.exclusive():
+                    _write(path, str(int(_read(path)) + removed))
     return window
 
 

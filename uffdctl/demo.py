@@ -411,12 +411,19 @@ def _release_touchers(touchers: _Touchers, u: uffd.Userfaultfd, area: memtypes.A
     touchers.stop.set()
     if u.fd >= 0 and area.addr:
         try:
-            # Unregistering wakes every thread waiting in a fault on the range; they retry
-            # the access as an ordinary fault.
+            # New faults on the range become ordinary faults once it is unregistered; the
+            # kernel wakes threads already waiting only for MISSING registrations (see
+            # userfaultfd_unregister()), so MINOR and WP waiters need the explicit wake.
             u.unregister(area.addr, area.length)
+            u.wake(area.addr, area.length)
         except uffd.UffdError:
-            u.close()  # closing wakes them too
+            u.close()  # closing wakes every waiter on the fd
     touchers.join(timeout)
+    if any(t.is_alive() for t in touchers.threads):
+        # Unmapping under a thread still in a fault would crash the process: close the fd
+        # (wakes every waiter, whatever the registration) and wait again.
+        u.close()
+        touchers.join(timeout)
 
 
 def _describe_area(mt: memtypes.MemoryType, area: memtypes.Area, alias: bool) -> str:

@@ -164,9 +164,12 @@ class Reservation:
 def reserve(pages: int, size: int | None = None) -> Iterator[Reservation]:
     """Make sure ``pages`` free huge pages of ``size`` bytes exist for the duration.
 
-    Grows the pool by only what is missing and shrinks it by exactly that afterwards, also on
-    an exception or KeyboardInterrupt.  Needs write access to sysfs (root).  The lock is held
-    for the whole run so that a concurrent run cannot take our pages or restore over us.
+    Grows the pool by only what is missing and afterwards gives back exactly the pages it added
+    (the pool shrinks by that many from whatever size it has then), also on an exception or
+    KeyboardInterrupt.  Needs write access to sysfs (root).  The lock is held only while the
+    pool is resized, not for the whole run: a second run (or a test fixture holding pages)
+    must not wait for this one to finish, and giving back by count keeps concurrent growers'
+    pages theirs.
     """
     hp = read_pools()
     pool = hp.pool(size)
@@ -174,31 +177,35 @@ def reserve(pages: int, size: int | None = None) -> Iterator[Reservation]:
         raise ReserveError(f"no {size // 1024 if size else hp.default_size_kb} kB huge page "
                            "pool on this kernel", errno.EINVAL)
     path = _pool_file(pool.size_kb)
-    with exclusive():
-        pool = read_pools().pool(pool.size)
-        assert pool is not None
-        missing = pages - pool.available
-        if missing <= 0:
-            yield Reservation(pool.size_kb, 0, pool.nr)
-            return
-        target = pool.nr + missing
-        # The restore is armed before the write, so a Ctrl-C between the two cannot leak
-        # pages; while we hold the lock, nobody using it changes the pool, so putting the
-        # old size back is exact.
-        try:
-            try:
+    added = 0
+    try:
+        with exclusive():
+            pool = read_pools().pool(pool.size)
+            assert pool is not None
+            missing = pages - pool.available
+            before = pool.nr
+            if missing > 0:
+                target = pool.nr + missing
+                # Count what we added before the write completes: a Ctrl-C between the write
+                # and the bookkeeping must still give the pages back.
+                added = missing
+                try:
+                    with open(path, "w") as f:
+                        f.write(str(target))
+                except OSError as exc:
+                    added = 0
+                    raise ReserveError(f"cannot grow the {pool.size_kb} kB pool ({path}: "
+                                       f"{os.strerror(exc.errno or 0)})",
+                                       exc.errno or errno.EACCES) from None
+                got = _read_int(path)
+                added = max(0, got - before)
+                if got < target:
+                    raise ReserveError(f"the kernel gave {added} of {missing} huge pages "
+                                       f"of {pool.size_kb} kB (memory is fragmented or short)")
+        yield Reservation(pool.size_kb, added, before)
+    finally:
+        if added:
+            with exclusive():
+                current = _read_int(path)
                 with open(path, "w") as f:
-                    f.write(str(target))
-            except OSError as exc:
-                raise ReserveError(f"cannot grow the {pool.size_kb} kB pool ({path}: "
-                                   f"{os.strerror(exc.errno or 0)})", exc.errno or errno.EACCES
-                                   ) from None
-            got = _read_int(path)
-            if got < target:
-                raise ReserveError(f"the kernel gave {got - pool.nr} of {missing} huge pages "
-                                   f"of {pool.size_kb} kB (memory is fragmented or short)")
-            yield Reservation(pool.size_kb, missing, pool.nr)
-        finally:
-            if _read_int(path) != pool.nr:
-                with open(path, "w") as f:
-                    f.write(str(pool.nr))
+                    f.write(str(max(0, current - added)))
