@@ -156,7 +156,7 @@ def _run_demo(mode: str, as_json: bool, page_size: str | None, no_reserve: bool,
     if as_json:
         renderer = view.JsonRenderer()
     elif color_wanted():
-        renderer = view.LiveRenderer(cfg.pages, engine.SCENARIOS[mode].story)
+        renderer = view.LiveRenderer(engine.expected_faults(cfg), engine.SCENARIOS[mode].story)
     else:
         renderer = view.PlainRenderer()
     try:
@@ -194,6 +194,55 @@ def minor(**options: Any) -> int:
       uffdctl demo minor --json | jq 'select(.event == "summary")'
     """
     return _run_demo("minor", **options)
+
+
+@demo.command(context_settings=CONTEXT, epilog=DEMO_EXIT)
+@_demo_options(("anon", "shmem", "hugetlb"), "anon")
+@click.option("--zero", is_flag=True,
+              help="Resolve with UFFDIO_ZEROPAGE instead of UFFDIO_COPY (not on hugetlb).")
+def missing(**options: Any) -> int:
+    """Missing faults: an empty region filled page by page with UFFDIO_COPY.
+
+    Nothing is mapped in the registered region, so each first touch is a missing fault;
+    the handler supplies the page with UFFDIO_COPY from a scratch page holding that page's own
+    pattern (or UFFDIO_ZEROPAGE with --zero). Every byte is verified and the round trip is
+    compared with the kernel's own page allocation on an unregistered region.
+
+    \b
+    Examples:
+      uffdctl demo missing
+      uffdctl demo missing --backing shmem --zero --threads 4
+      sudo uffdctl demo missing --backing hugetlb --json
+    """
+    return _run_demo("missing", **options)
+
+
+@demo.command(context_settings=CONTEXT, epilog=DEMO_EXIT)
+@_demo_options(("anon", "shmem", "hugetlb"), "anon")
+@click.option("--async", "wp_async", is_flag=True,
+              help="UFFD_FEATURE_WP_ASYNC: the kernel resolves each write itself; the written "
+                   "pages are found afterwards with PAGEMAP_SCAN and pagemap bit 57.")
+@click.option("--written", type=click.IntRange(0, 1 << 20), default=None, metavar="N",
+              help="How many of the pages are written (default: half).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Which pages are written (a seeded random choice).")
+def wp(**options: Any) -> int:
+    """Write-protect tracking: each write to a protected page is caught and recorded.
+
+    Every page is mapped and protected with UFFDIO_WRITEPROTECT; the touchers write to some
+    of them; each write stops in a WP fault (flags WP|WRITE) that the handler records and
+    resolves by removing the protection. With --async (WP_ASYNC) no message is sent: the
+    kernel resolves the writes itself and the written pages are found afterwards with the
+    PAGEMAP_SCAN ioctl. Either way the pages found must be exactly the pages written.
+    (--write is implied: the touch is always a write.)
+
+    \b
+    Examples:
+      uffdctl demo wp
+      uffdctl demo wp --async --pages 64 --written 10
+      uffdctl demo wp --backing shmem --json | jq 'select(.event == "summary") | .found_pages'
+    """
+    return _run_demo("wp", **options)
 
 
 # ----- inspect / ps -----------------------------------------------------------------------

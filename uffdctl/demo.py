@@ -23,6 +23,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from . import abi, errors, hugepages, memtypes, uffd
+from .signals import GuardedExitStack, deferred_sigint, main_thread_only
 
 MiB = 1 << 20
 
@@ -37,6 +38,9 @@ class DemoConfig:
     write: bool = False  # touch by writing instead of reading
     modify: bool = False  # the handler changes the contents before resolving
     zero: bool = False  # missing: resolve with UFFDIO_ZEROPAGE instead of UFFDIO_COPY
+    wp_async: bool = False  # wp: UFFD_FEATURE_WP_ASYNC, written pages found by PAGEMAP_SCAN
+    written: int | None = None  # wp: how many pages are written (None: half of them)
+    seed: int = 1  # wp: which pages are written (a seeded random choice)
     cpus: str = "same"  # same, spread, any
     timeout: float = 5.0  # seconds without progress before the run is aborted
     reserve: bool = True  # as root, reserve the huge pages the run needs
@@ -89,6 +93,7 @@ class Summary:
     latency_ns: list[int] = field(default_factory=list)
     floor_ns: list[int] = field(default_factory=list)
     reserved_pages: int = 0
+    expected_faults: int = 0  # pages that must fault: all of them, or the written ones (wp)
     elapsed_s: float = 0.0
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)  # scenario-specific results
@@ -96,7 +101,8 @@ class Summary:
     @property
     def ok(self) -> bool:
         return (self.error is None and not self.mismatched_pages
-                and self.verified_bytes == self.pages * self.page_size)
+                and self.verified_bytes == self.pages * self.page_size
+                and self.faults == self.expected_faults)
 
 
 Emit = Callable[[Step | Fault], None]
@@ -135,18 +141,38 @@ def log2_histogram(samples: list[int]) -> list[tuple[int, int]]:
 class Run:
     """The state a scenario works on: the registered area, its alias, the uffd, patterns."""
 
-    def __init__(self, cfg: DemoConfig, area: memtypes.Area, u: uffd.Userfaultfd) -> None:
+    def __init__(self, cfg: DemoConfig, area: memtypes.Area, u: uffd.Userfaultfd,
+                 stack: ExitStack, write: bool) -> None:
         self.cfg = cfg
         self.area = area
         self.uffd = u
+        self.stack = stack  # for what a scenario allocates: released with everything else
+        self.write = write  # touches write (--write, or the scenario always writes)
         self.page_size = area.page_size
         self.expected: list[bytes] = [b""] * area.pages
+        self.targets: list[int] = list(range(area.pages))  # the pages the touchers touch
         self.faulted: set[tuple[int, int]] = set()  # (thread id, page) of each fault message
+        self.resolved: set[int] = set()  # pages the handler resolved
+        self.source = 0  # a scratch page the handler fills and copies from (missing)
 
     def pattern(self, index: int, salt: int = 0) -> bytes:
         """Page contents no other page has: the page index and salt in every 8-byte word."""
         word = ((salt << 32) | (index + 1)).to_bytes(8, "little")
         return word * (self.page_size // 8)
+
+    def after_touch(self, index: int) -> bytes:
+        """What page ``index`` must hold once the touchers are done."""
+        expected = self.expected[index]
+        if self.write and index in self.target_set:
+            return TOUCH_BYTE + expected[1:]
+        return expected
+
+    @property
+    def target_set(self) -> frozenset[int]:
+        return frozenset(self.targets)
+
+
+TOUCH_BYTE = b"\xee"  # what a writing toucher stores at the start of each page it touches
 
 
 @dataclass(frozen=True)
@@ -154,16 +180,21 @@ class Scenario:
     name: str
     register_mode: str
     backings: tuple[str, ...]
-    features: Callable[[str], list[str]]  # memory kind -> feature keys to request
+    features: Callable[[str, DemoConfig], list[str]]  # memory kind -> feature keys to request
     prepare: Callable[[Run, Emit], None]  # contents before the first touch
     resolve: Callable[[Run, uffd.Message, int], tuple[str, bool]]  # -> (ioctl, modified)
     needs_alias: bool = False
     story: str = ""
     # Makes the floor's unregistered area look like the registered one did before the touch.
     floor_prepare: Callable[[Run, memtypes.MemoryType, memtypes.Area], None] | None = None
+    writes: bool = False  # the touch is always a write (wp)
+    check: Callable[[DemoConfig], None] | None = None  # usage errors found before anything
+    arm: Callable[[Run, Emit], None] | None = None  # after UFFDIO_REGISTER, before touching
+    choose: Callable[[Run], list[int]] | None = None  # the pages to touch (default: all)
+    collect: Callable[[Run, Summary, Emit], None] | None = None  # after the touchers are done
 
 
-def _minor_features(kind: str) -> list[str]:
+def _minor_features(kind: str, _cfg: DemoConfig) -> list[str]:
     return ["minor_hugetlbfs" if kind == "hugetlb" else "minor_shmem", "thread_id"]
 
 
@@ -203,7 +234,157 @@ MINOR = Scenario(
     story="one memfd mapped twice; the page cache already holds the data, so a first touch "
           "of the registered mapping is a minor fault, resolved with UFFDIO_CONTINUE")
 
-SCENARIOS: dict[str, Scenario] = {"minor": MINOR}
+
+def _missing_features(kind: str, _cfg: DemoConfig) -> list[str]:
+    need = {"hugetlb": ["missing_hugetlbfs"], "shmem": ["missing_shmem"]}.get(kind, [])
+    return [*need, "thread_id"]
+
+
+def _missing_check(cfg: DemoConfig) -> None:
+    if cfg.zero and memtypes.MEMORY_BY_NAME[cfg.backing].kind == "hugetlb":
+        raise errors.UffdctlError(
+            "--zero cannot be used with --backing hugetlb: hugetlbfs has no UFFDIO_ZEROPAGE "
+            "(the kernel answers EINVAL and does not list it for hugetlb ranges)",
+            "drop --zero (pages are filled with UFFDIO_COPY), or use --backing anon or shmem",
+            errors.USAGE)
+
+
+def _missing_prepare(run: Run, emit: Emit) -> None:
+    ps = run.page_size
+    for i in range(run.area.pages):
+        run.expected[i] = bytes(ps) if run.cfg.zero else run.pattern(i)
+    if run.cfg.zero and not run.cfg.wrong:
+        emit(Step(f"the {run.area.pages} pages are empty; each first touch will be answered "
+                  "with UFFDIO_ZEROPAGE"))
+        return
+    # UFFDIO_COPY copies from this process's memory: one scratch page, refilled per fault.
+    run.source = uffd.mmap(ps, uffd.PROT_READ | uffd.PROT_WRITE,
+                           uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
+    run.stack.callback(uffd.munmap, run.source, ps)
+    emit(Step(f"the {run.area.pages} pages are empty; the handler will fill each on its first "
+              "touch with UFFDIO_COPY from a scratch page holding that page's own pattern"))
+
+
+def _missing_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+    dst, ps = run.area.page(index), run.page_size
+    if run.cfg.wrong:
+        uffd.poke(run.source, run.pattern(index, salt=0xBAD))  # not what was promised
+    elif run.cfg.zero:
+        run.uffd.zeropage(dst, ps)
+        return "zeropage", False
+    else:
+        uffd.poke(run.source, run.expected[index])
+    run.uffd.copy(dst, run.source, ps)
+    return "copy", False
+
+
+MISSING = Scenario(
+    "missing", "missing", ("anon", "shmem", "hugetlb"), _missing_features, _missing_prepare,
+    _missing_resolve, check=_missing_check,
+    story="nothing is mapped yet, so each first touch is a missing fault; the handler "
+          "supplies the page with UFFDIO_COPY (or UFFDIO_ZEROPAGE)")
+
+
+def _wp_features(kind: str, cfg: DemoConfig) -> list[str]:
+    need = ["wp_hugetlbfs_shmem"] if kind in ("hugetlb", "shmem") else []
+    return [*need, *(["wp_async"] if cfg.wp_async else []), "thread_id"]
+
+
+def _wp_prepare(run: Run, emit: Emit) -> None:
+    # Populated first: a write-protect bit lives in a page table entry, so the pages must be
+    # mapped before they are protected (WP_UNPOPULATED would lift that; not needed here).
+    for i in range(run.area.pages):
+        run.expected[i] = run.pattern(i)
+        uffd.poke(run.area.page(i), run.expected[i])
+    emit(Step(f"wrote a distinct pattern into each of the {run.area.pages} pages, so every "
+              "page is mapped"))
+
+
+def _wp_arm(run: Run, emit: Emit) -> None:
+    area = run.area
+    if run.cfg.wp_async:
+        # CRIU's way: protect by scanning, and fail loudly if the range is not async-WP.
+        uffd.pagemap_scan(area.addr, area.addr + area.length,
+                          flags=abi.PM_SCAN_WP_MATCHING | abi.PM_SCAN_CHECK_WPASYNC,
+                          category_mask=abi.PAGE_IS["WPALLOWED"])
+        emit(Step("PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protected every page; with "
+                  "WP_ASYNC the kernel resolves each write itself, no message is sent"))
+    else:
+        run.uffd.writeprotect(area.addr, area.length, True)
+        emit(Step("UFFDIO_WRITEPROTECT protected every page: a write now stops in a WP fault"))
+    emit(Step(f"the touchers will write to {len(run.targets)} of the {area.pages} pages: "
+              f"{_page_list(run.targets)}"))
+
+
+def written_pages(cfg: DemoConfig) -> int:
+    """How many pages the wp demo writes: --written, else half of them."""
+    return min(cfg.pages, cfg.written if cfg.written is not None else max(1, cfg.pages // 2))
+
+
+def expected_faults(cfg: DemoConfig) -> int:
+    return written_pages(cfg) if cfg.mode == "wp" else cfg.pages
+
+
+def _wp_choose(run: Run) -> list[int]:
+    import random
+
+    n = run.area.pages
+    return sorted(random.Random(run.cfg.seed).sample(range(n), written_pages(run.cfg)))
+
+
+def _wp_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+    # Recording the page is the point of tracking; unprotecting it wakes the writer.
+    ps = run.page_size
+    run.uffd.writeprotect(run.area.addr + index * ps, ps, False)
+    return "writeprotect", False
+
+
+def _wp_collect(run: Run, summary: Summary, emit: Emit) -> None:
+    area, written = run.area, sorted(run.target_set)
+    found: dict[str, list[int]] = {}
+    if run.cfg.wp_async:
+        regions, _ = uffd.pagemap_scan(area.addr, area.addr + area.length,
+                                       category_mask=abi.PAGE_IS["WRITTEN"],
+                                       return_mask=abi.PAGE_IS["WRITTEN"])
+        scanned = sorted({(addr - area.addr) // run.page_size for r in regions
+                          for addr in range(r.start, r.end, run.page_size)})
+        # Bit 57 of a pagemap entry is set while the page is still write-protected.
+        still = [bool(uffd.pagemap_entries(area.page(i), 1)[0] & abi.PM_UFFD_WP)
+                 for i in range(area.pages)]
+        found = {"pagemap_scan": scanned,
+                 "pagemap_bit57": [i for i in range(area.pages) if not still[i]]}
+        run.faulted = {(0, i) for i in scanned}  # every write there was resolved by the kernel
+        summary.faults = len(scanned)
+        summary.kinds["wp"] = len(scanned)
+        summary.writes = len(scanned)
+        emit(Step(f"PAGEMAP_SCAN found the written pages {_page_list(scanned)}; pagemap bit 57 "
+                  f"is clear on {_page_list(found['pagemap_bit57'])}"))
+    else:
+        found = {"faults": sorted(run.resolved)}
+    summary.extra["written_pages"] = written
+    summary.extra["found_pages"] = found
+    wrong = {how: pages for how, pages in found.items() if pages != written}
+    if wrong and summary.error is None:
+        summary.error = "; ".join(f"{how} found {_page_list(pages)}, but {_page_list(written)} "
+                                  "were written" for how, pages in wrong.items())
+
+
+def _wp_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:
+    for i in range(area.pages):
+        uffd.poke(area.page(i), run.expected[i])
+
+
+def _page_list(pages: list[int]) -> str:
+    return "none" if not pages else ", ".join(str(p) for p in pages)
+
+
+WP = Scenario(
+    "wp", "wp", ("anon", "shmem", "hugetlb"), _wp_features, _wp_prepare, _wp_resolve,
+    floor_prepare=_wp_floor, writes=True, arm=_wp_arm, choose=_wp_choose, collect=_wp_collect,
+    story="every page is mapped and write-protected; each write to a protected page is a WP "
+          "fault the handler records and resolves by removing the protection")
+
+SCENARIOS: dict[str, Scenario] = {"minor": MINOR, "missing": MISSING, "wp": WP}
 
 
 # ----- the engine -----------------------------------------------------------------------------
@@ -237,35 +418,41 @@ class _Touchers:
                         for k in range(cfg.threads)]
         self._left = len(self.threads)
         self._lock = threading.Lock()
+        self.started = False
 
     def start(self) -> None:
-        for t in self.threads:
-            t.start()
+        with deferred_sigint():
+            self.started = True
+            for t in self.threads:
+                t.start()
 
     def _body(self, k: int) -> None:
+        main_thread_only()
         try:
             if self.cpu is not None:
                 os.sched_setaffinity(0, {self.cpu})
             tid = threading.get_native_id()
-            area, ps, n = self.run.area, self.run.page_size, self.run.area.pages
-            order = [(k * n // len(self.threads) + j) % n for j in range(n)]
+            run = self.run
+            area, ps, targets = run.area, run.page_size, run.targets
+            n = len(targets)
+            # Each thread starts at its own place in the list so that they meet on pages.
+            order = [targets[(k * n // len(self.threads) + j) % n] for j in range(n)] if n else []
             for i in order:
                 if self.stop.is_set():
                     return
                 addr = area.addr + i * ps
                 t0 = time.perf_counter_ns()
-                if self.cfg.write:
-                    uffd.poke(addr, b"\xee")
+                if run.write:
+                    uffd.poke(addr, TOUCH_BYTE)
                 else:
                     uffd.peek(addr, 1)
                 self.samples[(tid, i)] = time.perf_counter_ns() - t0
-            for i in order:
+            everything = list(range(area.pages))
+            for i in everything[k * area.pages // len(self.threads):] + \
+                    everything[:k * area.pages // len(self.threads)]:
                 if self.stop.is_set():
                     return
-                expected = self.run.expected[i]
-                if self.cfg.write:
-                    expected = b"\xee" + expected[1:]
-                if uffd.compare(area.addr + i * ps, expected):
+                if uffd.compare(area.addr + i * ps, run.after_touch(i)):
                     self.verified.add(i)
                 else:
                     self.mismatched.add(i)
@@ -277,10 +464,17 @@ class _Touchers:
                 if self._left == 0:
                     self.done.set()
 
-    def join(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+    def join(self, timeout: float) -> bool:
+        """Wait until every toucher is done with the pages; False on timeout.
+
+        An Event, not Thread.join: a Thread.join that Ctrl-C interrupts can leave the thread
+        marked as stopped while it still runs (CPython gh-90882, before 3.13), and the
+        clean-up would then unmap pages under it."""
+        return not self.threads or self.done.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.started and not self.done.is_set()
 
 
 def _floor(run: Run, mt: memtypes.MemoryType, cfg: DemoConfig, cpu: int | None,
@@ -296,19 +490,32 @@ def _floor(run: Run, mt: memtypes.MemoryType, cfg: DemoConfig, cpu: int | None,
     samples: list[int] = []
 
     def body() -> None:
+        main_thread_only()
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
-        for i in range(area.pages):
+        for i in run.targets:
             addr = source + i * run.page_size
             t0 = time.perf_counter_ns()
-            if cfg.write:
-                uffd.poke(addr, b"\xee")
+            if run.write:
+                uffd.poke(addr, TOUCH_BYTE)
             else:
                 uffd.peek(addr, 1)
             samples.append(time.perf_counter_ns() - t0)
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
-    t.join()
+    finished = threading.Event()
+
+    def run_body() -> None:
+        try:
+            body()
+        finally:
+            finished.set()
+    t = threading.Thread(target=run_body, daemon=True)
+    with deferred_sigint():
+        t.start()
+        # Runs before the area is released: a Ctrl-C in the wait below must not unmap the
+        # pages under the thread still touching them (an Event, not Thread.join: see
+        # _Touchers.join).
+        stack.callback(finished.wait)
+    finished.wait()
     return samples
 
 
@@ -321,12 +528,14 @@ def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Use
     """Run one demo.  Raises errors.UffdctlError when the environment cannot run it; every
     resource it took is given back before it returns or raises (KeyboardInterrupt too)."""
     scenario = SCENARIOS[cfg.mode]
+    if scenario.check is not None:
+        scenario.check(cfg)
     mt = memtypes.MEMORY_BY_NAME[cfg.backing]
     page_size = mt.page_size(cfg.huge_page_size)
     handler_cpu, toucher_cpu, cpu_note = _cpu_plan(cfg.cpus)
     old_affinity = os.sched_getaffinity(0)
     started = time.monotonic()
-    with ExitStack() as stack:
+    with GuardedExitStack() as stack:
         reserved = _hugepages(cfg, mt, page_size, stack, emit) if mt.kind == "hugetlb" else 0
         if open_uffd is None:
             from .access import open_uffd as _open
@@ -340,10 +549,10 @@ def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Use
         emit(Step(f"opened a userfaultfd via {method}"))
 
         wanted = 0
-        for key in scenario.features(mt.kind):
+        for key in scenario.features(mt.kind, cfg):
             wanted |= abi.FEATURE_BY_KEY[key].mask
         offered = _offered(open_uffd)
-        missing = [k for k in scenario.features(mt.kind)
+        missing = [k for k in scenario.features(mt.kind, cfg)
                    if k != "thread_id" and not offered & abi.FEATURE_BY_KEY[k].mask]
         if missing:
             raise errors.UffdctlError(
@@ -358,14 +567,21 @@ def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Use
         if scenario.needs_alias:
             mt.map_alias(area)
         emit(Step(_describe_area(mt, area, scenario.needs_alias)))
-        run = Run(cfg, area, u)
+        run = Run(cfg, area, u, stack, write=cfg.write or scenario.writes)
+        if scenario.choose is not None:
+            run.targets = scenario.choose(run)
+        summary.expected_faults = len(run.targets)
         scenario.prepare(run, emit)
         ioctls = u.register(area.addr, area.length, abi.mode_value(scenario.register_mode))
         emit(Step(f"UFFDIO_REGISTER {scenario.register_mode.upper()} on the "
                   f"{'second ' if scenario.needs_alias else ''}mapping: kernel offers "
                   f"{' '.join(abi.ioctl_names(ioctls))}"))
+        if scenario.arm is not None:
+            scenario.arm(run, emit)
+        every = "every page" if len(run.targets) == area.pages else \
+            f"{len(run.targets)} pages"
         emit(Step(f"{cfg.threads} thread{'s' if cfg.threads > 1 else ''} "
-                  f"{'write' if cfg.write else 'read'} every page; {cpu_note}"))
+                  f"{'write' if run.write else 'read'} {every}; {cpu_note}"))
 
         touchers = _Touchers(run, cfg, toucher_cpu)
         # Runs before the area is unmapped: a toucher woken by the unregister must be gone
@@ -379,6 +595,8 @@ def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Use
         touchers.join(cfg.timeout)
         if touchers.errors:
             raise touchers.errors[0]
+        if scenario.collect is not None and summary.error is None:
+            scenario.collect(run, summary, emit)
 
         # Latency: the toucher's round trip for the touches that really faulted.
         faulted = run.faulted
@@ -418,8 +636,7 @@ def _release_touchers(touchers: _Touchers, u: uffd.Userfaultfd, area: memtypes.A
             u.wake(area.addr, area.length)
         except uffd.UffdError:
             u.close()  # closing wakes every waiter on the fd
-    touchers.join(timeout)
-    if any(t.is_alive() for t in touchers.threads):
+    if touchers.started and not touchers.join(timeout):
         # Unmapping under a thread still in a fault would crash the process: close the fd
         # (wakes every waiter, whatever the registration) and wait again.
         u.close()
@@ -483,7 +700,7 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
     u, area, ps = run.uffd, run.area, run.page_size
     poller = select.poll()
     poller.register(u.fd, select.POLLIN)
-    resolved: set[int] = set()
+    resolved = run.resolved
     faulted = run.faulted
     last_progress = time.monotonic()
     while not touchers.done.is_set():
@@ -491,7 +708,7 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
             if touchers.done.is_set():
                 break
             if time.monotonic() - last_progress > run.cfg.timeout:
-                waiting = area.pages - len(resolved)
+                waiting = len(run.targets) - len(resolved)
                 summary.error = (f"no progress for {run.cfg.timeout:g} s with {waiting} pages "
                                  "unresolved: aborted; closing the userfaultfd released the "
                                  "waiting threads")

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .signals import deferred_sigint
+
 SYSFS_HUGEPAGES = "/sys/kernel/mm/hugepages"
 LOCK_PATH = "/run/lock/uffdctl-hugepages.lock"
 
@@ -179,7 +181,7 @@ def reserve(pages: int, size: int | None = None) -> Iterator[Reservation]:
     path = _pool_file(pool.size_kb)
     added = 0
     try:
-        with exclusive():
+        with deferred_sigint(), exclusive():
             pool = read_pools().pool(pool.size)
             assert pool is not None
             missing = pages - pool.available
@@ -205,7 +207,7 @@ def reserve(pages: int, size: int | None = None) -> Iterator[Reservation]:
         yield Reservation(pool.size_kb, added, before)
     finally:
         if added:
-            with exclusive():
+            with deferred_sigint(), exclusive():
                 current = _read_int(path)
                 with open(path, "w") as f:
                     f.write(str(max(0, current - added)))

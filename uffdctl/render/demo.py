@@ -20,6 +20,7 @@ def summary_json(s: Summary) -> dict[str, Any]:
     floor = percentiles(s.floor_ns)
     return {
         "event": "summary", "mode": s.mode, "pages": s.pages, "faults": s.faults,
+        "expected_faults": s.expected_faults,
         "minor": s.kinds.get("minor", 0), "missing": s.kinds.get("missing", 0),
         "wp": s.kinds.get("wp", 0), "messages": s.messages, "writes": s.writes,
         "verified_bytes": s.verified_bytes, "ok": s.ok,
@@ -54,12 +55,21 @@ def fault_line(e: Fault) -> str:
             f"UFFDIO_{e.resolved_with.upper()}{mod}{dup} [{_us(e.handle_ns)} in handler]")
 
 
+def _plain(value: object) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"by {k.replace('_', ' ')}: {_plain(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
 def summary_lines(s: Summary) -> list[str]:
     lat, floor = percentiles(s.latency_ns), percentiles(s.floor_ns)
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.kinds.items())) or "none"
     lines = [
         f"result: {'OK' if s.ok else 'FAILED'}" + (f" ({s.error})" if s.error else ""),
-        f"faults caught: {s.faults} of {s.pages} pages ({kinds}); {s.messages} messages read"
+        f"faults caught: {s.faults} of {s.expected_faults} expected in {s.pages} pages ({kinds}); "
+        f"{s.messages} messages read"
         + (f"; {s.writes} writes" if s.writes else ""),
         f"bytes verified: {s.verified_bytes} of {s.pages * s.page_size}"
         + (f"; pages that differ: {s.mismatched_pages}" if s.mismatched_pages else ""),
@@ -74,7 +84,7 @@ def summary_lines(s: Summary) -> list[str]:
                      + ratio)
     lines.append(f"placement: {s.cpu_note}; uffd via {s.uffd_method}; {s.threads} thread(s)")
     for key, value in s.extra.items():
-        lines.append(f"{key.replace('_', ' ')}: {value}")
+        lines.append(f"{key.replace('_', ' ')}: {_plain(value)}")
     return lines
 
 
