@@ -443,9 +443,9 @@ class _Touchers:
                 addr = area.addr + i * ps
                 t0 = time.perf_counter_ns()
                 if run.write:
-                    uffd.poke(addr, TOUCH_BYTE)
+                    uffd.touch_write(addr, TOUCH_BYTE[0])
                 else:
-                    uffd.peek(addr, 1)
+                    uffd.touch_read(addr)
                 self.samples[(tid, i)] = time.perf_counter_ns() - t0
             everything = list(range(area.pages))
             for i in everything[k * area.pages // len(self.threads):] + \
@@ -497,9 +497,9 @@ def _floor(run: Run, mt: memtypes.MemoryType, cfg: DemoConfig, cpu: int | None,
             addr = source + i * run.page_size
             t0 = time.perf_counter_ns()
             if run.write:
-                uffd.poke(addr, TOUCH_BYTE)
+                uffd.touch_write(addr, TOUCH_BYTE[0])
             else:
-                uffd.peek(addr, 1)
+                uffd.touch_read(addr)
             samples.append(time.perf_counter_ns() - t0)
     finished = threading.Event()
 
@@ -717,14 +717,15 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                 u.close()  # wakes every thread blocked in the fault; they retry without uffd
                 return
             continue
+        done: list[tuple[uffd.Message, int, str, bool, int, bool, int]] = []
         for msg in u.read_messages():
             t0 = time.perf_counter_ns()
             if msg.event != abi.UFFD_EVENT_PAGEFAULT:
                 continue
             index = (msg.address - area.addr) // ps
-            summary.messages += 1
             faulted.add((msg.ptid, index))
             if run.cfg.stall:
+                summary.messages += 1
                 continue
             duplicate = index in resolved
             if duplicate:
@@ -740,11 +741,21 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                     u.wake(area.addr + index * ps, ps)
                     how, modified = "wake", False
                 resolved.add(index)
+            done.append((msg, index, how, modified, time.perf_counter_ns() - t0, duplicate, 0))
+        if not done:
+            continue
+        # The woken threads need the interpreter lock to return from their touch; give it up
+        # (and, on a shared CPU, the CPU) before the bookkeeping and the output, which then
+        # stay off the round trip.
+        os.sched_yield()
+        last_progress = time.monotonic()
+        for msg, index, how, modified, handle_ns, duplicate, _ in done:
+            summary.messages += 1
+            if not duplicate:
                 summary.faults += 1
                 summary.kinds[msg.kind] = summary.kinds.get(msg.kind, 0) + 1
                 if msg.is_write:
                     summary.writes += 1
-            last_progress = time.monotonic()
             emit(Fault(index, msg.address, msg.flags, abi.pagefault_flag_names(msg.flags),
-                       msg.kind, msg.ptid, how, modified, time.perf_counter_ns() - t0,
-                       summary.faults, duplicate))
+                       msg.kind, msg.ptid, how, modified, handle_ns, summary.faults,
+                       duplicate))

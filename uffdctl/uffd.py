@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import fcntl
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import abi
 
@@ -124,6 +126,26 @@ def _ioctl(fd: int, key: str, arg: ctypes.Structure) -> None:
         raise _fail(key)
 
 
+# The resolving ioctls sit on every fault's round trip: fcntl.ioctl on a packed buffer costs
+# a fraction of a ctypes call with a fresh Structure (benchmarks/demo_roundtrip.py).
+_WORDS4 = struct.Struct("<QQQQ")
+_WORDS5 = struct.Struct("<QQQQQ")
+_REQ = {key: abi.IOCTL_BY_KEY[key].request
+        for key in ("wake", "copy", "zeropage", "writeprotect", "continue")}
+
+
+def _fast_ioctl(fd: int, key: str, packed: bytearray) -> bytearray:
+    try:
+        fcntl.ioctl(fd, _REQ[key], packed, True)
+    except OSError as exc:
+        raise UffdError(key, exc.errno or _errno.EIO) from None
+    return packed
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 # ----- opening a userfaultfd -------------------------------------------------------------
 
 def syscall_number() -> int:
@@ -157,9 +179,8 @@ def open_dev_userfaultfd(flags: int = abi.O_CLOEXEC | abi.O_NONBLOCK,
         os.close(dev)
 
 
-@dataclass(frozen=True)
-class Message:
-    """A decoded struct uffd_msg."""
+class Message(NamedTuple):
+    """A decoded struct uffd_msg (a tuple: the fault loop builds one per fault)."""
 
     event: int
     flags: int = 0  # pagefault
@@ -184,11 +205,14 @@ class Message:
         return bool(self.flags & abi.UFFD_PAGEFAULT_FLAG_WRITE)
 
 
+_PAGEFAULT = struct.Struct("<QQI")
+
+
 def decode_message(raw: bytes) -> Message:
     event = raw[0]
     if event == abi.UFFD_EVENT_PAGEFAULT:
-        flags, address, ptid = struct.unpack_from("<QQI", raw, 8)
-        return Message(event, flags=flags, address=address, ptid=ptid)
+        flags, address, ptid = _PAGEFAULT.unpack_from(raw, 8)
+        return Message(event, flags, address, ptid)
     if event == abi.UFFD_EVENT_FORK:
         return Message(event, ufd=struct.unpack_from("<I", raw, 8)[0])
     if event == abi.UFFD_EVENT_REMAP:
@@ -200,7 +224,14 @@ def decode_message(raw: bytes) -> Message:
 
 def decode_messages(buf: bytes) -> list[Message]:
     size = abi.UFFD_MSG_SIZE
-    return [decode_message(buf[i:i + size]) for i in range(0, len(buf) - size + 1, size)]
+    out = []
+    for i in range(0, len(buf) - size + 1, size):
+        if buf[i] == abi.UFFD_EVENT_PAGEFAULT:  # the common case, without slicing
+            flags, address, ptid = _PAGEFAULT.unpack_from(buf, i + 8)
+            out.append(Message(buf[i], flags, address, ptid))
+        else:
+            out.append(decode_message(buf[i:i + size]))
+    return out
 
 
 class Userfaultfd:
@@ -244,17 +275,15 @@ class Userfaultfd:
         _ioctl(self.fd, "unregister", UffdioRange(start, length))
 
     def wake(self, start: int, length: int) -> None:
-        _ioctl(self.fd, "wake", UffdioRange(start, length))
+        _fast_ioctl(self.fd, "wake", bytearray(struct.pack("<QQ", start, length)))
 
     def copy(self, dst: int, src: int, length: int, mode: int = 0) -> int:
-        arg = UffdioCopy(dst, src, length, mode, 0)
-        _ioctl(self.fd, "copy", arg)
-        return int(arg.copy)
+        out = _fast_ioctl(self.fd, "copy", bytearray(_WORDS5.pack(dst, src, length, mode, 0)))
+        return _signed(_WORDS5.unpack(out)[4])
 
     def zeropage(self, start: int, length: int, mode: int = 0) -> int:
-        arg = UffdioZeropage(UffdioRange(start, length), mode, 0)
-        _ioctl(self.fd, "zeropage", arg)
-        return int(arg.zeropage)
+        out = _fast_ioctl(self.fd, "zeropage", bytearray(_WORDS4.pack(start, length, mode, 0)))
+        return _signed(_WORDS4.unpack(out)[3])
 
     def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
         arg = UffdioMove(dst, src, length, mode, 0)
@@ -265,12 +294,11 @@ class Userfaultfd:
                      ) -> None:
         mode = (abi.UFFDIO_WRITEPROTECT_MODE_WP if protect else 0) | (
             abi.UFFDIO_WRITEPROTECT_MODE_DONTWAKE if dontwake else 0)
-        _ioctl(self.fd, "writeprotect", UffdioWriteprotect(UffdioRange(start, length), mode))
+        _fast_ioctl(self.fd, "writeprotect", bytearray(struct.pack("<QQQ", start, length, mode)))
 
     def continue_(self, start: int, length: int, mode: int = 0) -> int:
-        arg = UffdioContinue(UffdioRange(start, length), mode, 0)
-        _ioctl(self.fd, "continue", arg)
-        return int(arg.mapped)
+        out = _fast_ioctl(self.fd, "continue", bytearray(_WORDS4.pack(start, length, mode, 0)))
+        return _signed(_WORDS4.unpack(out)[3])
 
     def poison(self, start: int, length: int, mode: int = 0) -> int:
         arg = UffdioPoison(UffdioRange(start, length), mode, 0)
@@ -340,6 +368,20 @@ def peek(addr: int, length: int) -> bytes:
 def poke(addr: int, data: bytes) -> None:
     """Copy bytes into memory with the GIL released (may fault on a registered page)."""
     ctypes.memmove(addr, data, len(data))
+
+
+_ONE = ctypes.create_string_buffer(1)
+_ONE_ADDR = ctypes.addressof(_ONE)
+
+
+def touch_read(addr: int) -> None:
+    """Read one byte at addr with the GIL released (the cheapest faulting read)."""
+    _libc.memcmp(addr, _ONE_ADDR, 1)
+
+
+def touch_write(addr: int, byte: int) -> None:
+    """Write one byte at addr with the GIL released."""
+    _libc.memset(addr, byte, 1)
 
 
 def fill(addr: int, byte: int, length: int) -> None:
