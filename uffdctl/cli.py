@@ -245,8 +245,95 @@ def wp(**options: Any) -> int:
     return _run_demo("wp", **options)
 
 
-# ----- inspect / ps -----------------------------------------------------------------------
-# (owned by the inspect work, issue 4)
+# ----- inspect / ps ------------------------------------------------------------------------
+
+INSPECT_EXIT = """\b
+Exit status: 0 success (also when the watched process exits), 2 usage error
+(a pid that is not a number or not > 0), 4 no such user process (gone,
+exited while read, a kernel thread, a zombie), 5 not allowed to read it
+(another user's process: run as its owner or root), 130 interrupted."""
+
+
+@cli.command(context_settings=CONTEXT, epilog=INSPECT_EXIT)
+@click.argument("pid", type=int)
+@click.option("--all", "-a", "all_regions", is_flag=True,
+              help="List every region with its decoded VmFlags, not only registered ones.")
+@click.option("--watch", "-w", is_flag=True,
+              help="Refresh until the process exits: regions appearing or going, pending "
+                   "faults, stuck threads, minor-fault rate.")
+@click.option("--interval", "-n", type=click.FloatRange(0.05, 3600), default=1.0,
+              show_default=True, metavar="SECONDS", help="Time between refreshes (--watch).")
+@click.option("--count", type=click.IntRange(1), default=None, hidden=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (schema in uffdctl-inspect(1)).")
+def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: int | None,
+            as_json: bool) -> int:
+    """Which regions of process PID are registered with a userfaultfd, in which modes, on
+    which descriptor, and which of its threads are stuck in a fault.
+
+    Reads /proc/PID/smaps (VmFlags um = missing, uw = wp, ui = minor), /proc/PID/fd and
+    fdinfo (pending faults, features) and each thread's wchan (handle_userfault = waiting
+    for a fault to be resolved).
+
+    \b
+    Examples:
+      uffdctl inspect 1234
+      uffdctl inspect --all 1234            every region, flags decoded
+      uffdctl inspect --watch -n 0.5 1234   live view until it exits
+      uffdctl inspect --json 1234 | jq '.regions[] | select(.modes | index("minor"))'
+    """
+    from . import procs
+
+    if as_json and watch:
+        raise click.UsageError("--json and --watch do not go together: use one")
+    if as_json:
+        from .output import dump_json
+        from .render.inspect import report_json
+
+        dump_json(report_json(procs.inspect_process(pid, all_regions)))
+        return errors.OK
+    from .output import console
+    from .render import inspect as view
+
+    con = view.widen(console())
+    if watch:
+        message = view.watch(pid, interval=interval, all_regions=all_regions, con=con,
+                             count=count)
+        if message:
+            click.echo(f"uffdctl: {message}", err=True)
+        return errors.OK
+    view.render_report(procs.inspect_process(pid, all_regions), con, flags_detail=all_regions)
+    return errors.OK
+
+
+@cli.command(context_settings=CONTEXT, epilog="""\b
+Exit status: 0 success (also when some processes could not be read: they
+are counted and reported), 130 interrupted.""")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in uffdctl-ps(1)).")
+def ps(as_json: bool) -> int:
+    """Every process holding a userfaultfd: descriptors, registered regions by mode,
+    pending faults and stuck threads.  Processes that cannot be read are counted, with the
+    reason.
+
+    \b
+    Examples:
+      uffdctl ps
+      sudo uffdctl ps --json | jq '.processes[] | select(.stuck_threads > 0) | .pid'
+    """
+    from . import procs
+
+    report = procs.scan_all()
+    if as_json:
+        from .output import dump_json
+        from .render.inspect import ps_json
+
+        dump_json(ps_json(report))
+        return errors.OK
+    from .output import console
+    from .render.inspect import render_ps, widen
+
+    render_ps(report, widen(console()))
+    return errors.OK
 
 
 def main(argv: list[str] | None = None) -> None:
