@@ -72,6 +72,7 @@ def main() -> None:
         tid = []
 
         def toucher() -> None:
+            ctypes.CDLL(None).prctl(15, b"stuck", 0, 0, 0)  # the thread's name in /proc
             tid.append(threading.get_native_id())
             uffd.touch_read(fault_area.addr)  # blocks in the fault: nobody answers
         threading.Thread(target=toucher, daemon=True, name="stuck").start()

@@ -1,0 +1,392 @@
+"""`uffdctl inspect` and `uffdctl ps` against a real helper process (tests/helpers/uffd_holder.py)
+that registers regions in every mode, plus bad pids, races and the parsers' properties."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uffdctl import abi, errors, fdinfo, procs, smaps
+
+HOLDER = str(ROOT / "tests" / "helpers" / "uffd_holder.py")
+
+
+@contextmanager
+def holder(*args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    proc = subprocess.Popen([sys.executable, HOLDER, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        yield proc, json.loads(line)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _inspect_json(run_cli: Callable[..., Any], pid: int, *extra: str) -> dict[str, Any]:
+    res = run_cli("inspect", "--json", *extra, str(pid))
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _registered(doc: dict[str, Any]) -> set[tuple[int, int, tuple[str, ...], str]]:
+    return {(r["start"], r["end"], tuple(r["modes"]), r["memory"]) for r in doc["regions"]
+            if r["modes"]}
+
+
+def _expected(info: dict[str, Any]) -> set[tuple[int, int, tuple[str, ...], str]]:
+    return {(r["start"], r["end"], tuple(r["modes"]), r["memory"]) for r in info["regions"]}
+
+
+def test_inspect_reports_exactly_the_registered_regions(run_cli) -> None:  # type: ignore[no-untyped-def]
+    with holder() as (proc, info):
+        doc = _inspect_json(run_cli, proc.pid)
+    assert doc["schema_version"] == 1 and doc["pid"] == proc.pid
+    assert _registered(doc) == _expected(info)
+    assert len(doc["regions"]) == len(info["regions"])  # only registered ones by default
+    a, b = info["uffds"]["A"], info["uffds"]["B"]
+    uffds = {u["fd"]: u for u in doc["uffds"]}
+    assert set(uffds) == {a, b}
+    assert uffds[a]["features"] == ["missing_shmem", "thread_id", "minor_shmem"]
+    assert uffds[b]["features"] == ["missing_hugetlbfs", "minor_hugetlbfs", "wp_hugetlbfs_shmem"]
+    # Bit 31 is the kernel's "handshake done" mark, kept in the mask but not named a feature.
+    assert all(u["features_mask"] & abi.UFFD_FEATURE_INITIALIZED and u["initialized"]
+               for u in uffds.values())
+    assert all((u["pending"], u["total"]) == (0, 0) for u in uffds.values())
+    assert doc["stuck_threads"] == []
+    by_start = {r["start"]: r for r in doc["regions"]}
+    for r in info["regions"]:
+        got = by_start[r["start"]]["uffd_fds"]
+        if r["memory"] == "anon":  # any descriptor may register anon memory: never guessed
+            assert got == sorted([a, b])
+        else:  # only the descriptor whose features allow it
+            assert got == [r["fd"]]
+
+
+def test_unregistered_alias_is_not_listed_but_shows_with_all(run_cli) -> None:  # type: ignore[no-untyped-def]
+    with holder() as (proc, info):
+        default = _inspect_json(run_cli, proc.pid)
+        everything = _inspect_json(run_cli, proc.pid, "--all")
+    alias = info["alias"]
+    assert all(not (r["start"] <= alias["start"] < r["end"]) for r in default["regions"])
+    (row,) = [r for r in everything["regions"] if r["start"] == alias["start"]]
+    assert row["modes"] == [] and row["memory"] == "shmem" and "sh" in row["flags"]
+    assert _registered(everything) == _expected(info)
+    assert len(everything["regions"]) > 50  # the interpreter's own mappings too
+
+
+def test_hugetlb_regions(run_cli, hugepages) -> None:  # type: ignore[no-untyped-def]
+    with hugepages(3), holder("--hugetlb") as (proc, info):
+        doc = _inspect_json(run_cli, proc.pid)
+    assert _registered(doc) == _expected(info)
+    huge = [r for r in doc["regions"] if r["memory"] == "hugetlb"]
+    assert sorted(tuple(r["modes"]) for r in huge) == [("minor",), ("missing",), ("wp",)]
+    assert all(r["uffd_fds"] == [info["uffds"]["B"]] and "ht" in r["flags"] for r in huge)
+    assert all(r["kernel_page_size"] == 2 << 20 for r in huge)
+
+
+def test_pending_fault_and_stuck_thread(run_cli) -> None:  # type: ignore[no-untyped-def]
+    with holder("--fault") as (proc, info):
+        time.sleep(0.1)
+        doc = _inspect_json(run_cli, proc.pid)
+        text = run_cli("inspect", str(proc.pid))
+    a = info["uffds"]["A"]
+    uffds = {u["fd"]: u for u in doc["uffds"]}
+    assert (uffds[a]["pending"], uffds[a]["total"]) == (1, 1)
+    assert doc["stuck_threads"] == [{"tid": info["fault"]["tid"], "comm": "stuck",
+                                     "wchan": "handle_userfault", "state": "S"}]
+    assert text.returncode == 0
+    assert "stuck" in text.stdout and "handle_userfault" in text.stdout
+    assert "not a running count" in text.stdout
+
+
+def test_ps_lists_the_holder(run_cli) -> None:  # type: ignore[no-untyped-def]
+    with holder("--fault") as (proc, _info):
+        time.sleep(0.1)
+        res = run_cli("ps", "--json")
+        plain = run_cli("ps")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    (row,) = [p for p in doc["processes"] if p["pid"] == proc.pid]
+    assert row == {"pid": proc.pid, "comm": "python", "uffds": 2, "registered_regions": 6,
+                   "regions_by_mode": {"missing": 3, "wp": 3, "minor": 1}, "pending": 1,
+                   "stuck_threads": 1}
+    assert doc["scanned"] > 10
+    assert str(proc.pid) in plain.stdout
+
+
+# ----- watching ----------------------------------------------------------------------------
+
+def test_watch_sees_a_region_appear_and_the_exit() -> None:
+    with holder() as (proc, _info):
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "uffdctl", "inspect", "--watch", "--interval", "0.1",
+             str(proc.pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, env={**os.environ, "NO_COLOR": "1"})
+        try:
+            time.sleep(0.8)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("more\n")
+            proc.stdin.flush()
+            added = json.loads(proc.stdout.readline())
+            time.sleep(0.6)
+            proc.stdin.write("exit\n")
+            proc.stdin.flush()
+            out, err = watcher.communicate(timeout=20)
+        finally:
+            watcher.kill()
+    assert watcher.returncode == 0, err
+    assert f"+ region {added['start']:x}-{added['end']:x} anon registered missing" in out
+    assert f"pid {proc.pid} (python) exited" in err
+
+
+# ----- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arg", ["abc", "0", "1.5", ""])
+def test_bad_pid_is_a_usage_error(run_cli, arg: str) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("inspect", arg)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_negative_pid_is_a_usage_error(run_cli) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("inspect", "--", "-1")
+    assert res.returncode == 2 and "not a process id" in res.stderr
+
+
+def test_missing_pid_is_exit_4(run_cli) -> None:  # type: ignore[no-untyped-def]
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid = int(f.read()) + 1  # never a pid
+    res = run_cli("inspect", str(pid))
+    assert res.returncode == 4
+    assert res.stderr.strip() == (f"uffdctl: no process with pid {pid} (fix: check the pid "
+                                  "with `uffdctl ps` or `ps -e`)")
+
+
+def test_kernel_thread_is_exit_4(run_cli) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("inspect", "2")
+    assert res.returncode == 4 and "kernel thread" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_zombie_is_exit_4(run_cli) -> None:  # type: ignore[no-untyped-def]
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        time.sleep(0.2)  # exited, not reaped: a zombie
+        res = run_cli("inspect", str(pid))
+    finally:
+        os.waitpid(pid, 0)
+    assert res.returncode == 4 and "zombie" in res.stderr
+
+
+def test_nobody_cannot_inspect_root(as_nobody) -> None:  # type: ignore[no-untyped-def]
+    res = as_nobody("inspect", str(os.getpid()))
+    assert res.returncode == 5
+    (line,) = res.stderr.strip().splitlines()
+    assert "not allowed to read" in line and "uid 0" in line and "ptrace" in line
+
+
+def test_nobody_ps_counts_what_it_cannot_read(as_nobody) -> None:  # type: ignore[no-untyped-def]
+    res = as_nobody("ps", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["unreadable_total"] > 0
+    assert any("run as root" in u["reason"] for u in doc["unreadable"])
+    plain = as_nobody("ps")
+    assert "processes not readable" in plain.stdout and "run as root" in plain.stdout
+
+
+def test_untrusted_names_are_printed_inert(run_cli) -> None:  # type: ignore[no-untyped-def]
+    name = "x\x1b]0;pwn\x07[bold]y"
+    with holder("--fault", "--name", name) as (proc, _info):
+        time.sleep(0.1)
+        plain = run_cli("inspect", str(proc.pid))
+        tty = _under_pty([sys.executable, "-m", "uffdctl", "inspect", str(proc.pid)])
+        ps = run_cli("ps")
+    for out in (plain.stdout, tty, ps.stdout):
+        assert "\x1b]0;" not in out and "\x07" not in out
+        assert "\\x1b]0;pwn\\x07[bold]" in out  # shown, escaped, markup left as text
+
+
+def _under_pty(cmd: list[str]) -> str:
+    import pty
+
+    out = b""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.environ.pop("NO_COLOR", None)
+        os.environ["COLUMNS"] = "200"
+        os.execv(cmd[0], cmd)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert "\x1b[" in text  # it really was a terminal: rich styled it
+    return text
+
+
+# ----- races ---------------------------------------------------------------------------------
+
+def test_processes_exiting_at_random_moments_never_crash() -> None:
+    rng = random.Random(5)
+    children = [subprocess.Popen(["sleep", f"{rng.uniform(0.0, 0.3):.3f}"]) for _ in range(60)]
+    statuses: dict[int, int] = {}
+    deadline = time.monotonic() + 2
+    try:
+        while time.monotonic() < deadline:
+            child = rng.choice(children)
+            try:
+                procs.inspect_process(child.pid, all_regions=rng.random() < 0.5)
+                statuses[0] = statuses.get(0, 0) + 1
+            except errors.UffdctlError as exc:
+                assert exc.status == errors.NO_PROCESS, exc.line()
+                statuses[exc.status] = statuses.get(exc.status, 0) + 1
+            if rng.random() < 0.05:
+                procs.scan_all()
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+    assert sum(statuses.values()) > 100 and statuses.get(errors.NO_PROCESS)
+
+
+def test_cli_on_exiting_processes_never_tracebacks(run_cli) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(6)
+    for _ in range(15):
+        child = subprocess.Popen(["sleep", f"{rng.uniform(0.0, 0.2):.3f}"])
+        res = run_cli("inspect", "--all", str(child.pid))
+        child.wait()
+        assert res.returncode in (0, 4), res.stderr
+        assert "Traceback" not in res.stderr
+        if res.returncode == 4:
+            assert len(res.stderr.strip().splitlines()) == 1
+    os.kill(os.getpid(), 0)  # still here
+    _ = signal
+
+
+# ----- parsers: properties ----------------------------------------------------------------------
+
+KNOWN = [v.mnemonic for v in abi.VMFLAGS]
+mnemonic = st.one_of(st.sampled_from(KNOWN), st.text("abcdefghijklmnopqrstuvwxyz?", min_size=2,
+                                                      max_size=2))
+path_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+                    max_size=40).map(str.strip)
+
+
+@st.composite
+def regions(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n = draw(st.integers(0, 12))
+    addr = draw(st.integers(0, 1 << 40)) * 4096
+    out = []
+    for _ in range(n):
+        size = draw(st.integers(1, 64)) * 4096
+        out.append({"start": addr, "end": addr + size,
+                    "perms": draw(st.sampled_from(["rw-p", "r--s", "r-xp", "---p", "rw-s"])),
+                    "offset": draw(st.integers(0, 1 << 32)),
+                    "dev": draw(st.sampled_from(["00:00", "fd:01", "00:01"])),
+                    "inode": draw(st.integers(0, 1 << 30)), "path": draw(path_text),
+                    "flags": draw(st.lists(mnemonic, max_size=14)),
+                    "rss": draw(st.integers(0, 1 << 20))})
+        addr += size + draw(st.integers(0, 16)) * 4096
+    return out
+
+
+def render_smaps(rs: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in rs:
+        lines.append(f"{r['start']:08x}-{r['end']:08x} {r['perms']} {r['offset']:08x} "
+                     f"{r['dev']} {r['inode']}" + (f"    {r['path']}" if r["path"] else " "))
+        lines.append(f"Size:           {(r['end'] - r['start']) // 1024:8d} kB")
+        lines.append(f"Rss:            {r['rss']:8d} kB")
+        lines.append("KernelPageSize:        4 kB")
+        lines.append("THPeligible:    0")
+        lines.append("ProtectionKey:         0")
+        lines.append("VmFlags: " + "".join(f + " " for f in r["flags"]))
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(regions())
+def test_smaps_round_trip(rs: list[dict[str, Any]]) -> None:
+    text = render_smaps(rs)
+    parsed = smaps.parse_smaps(text)
+    assert [(p.start, p.end, p.perms, p.offset, p.dev, p.inode, p.path, p.flags)
+            for p in parsed] == [(r["start"], r["end"], r["perms"], r["offset"], r["dev"],
+                                  r["inode"], r["path"], r["flags"]) for r in rs]
+    assert all(p.sizes_kb["Rss"] == r["rss"] for p, r in zip(parsed, rs))
+    registered = smaps.parse_smaps(text, registered_only=True)
+    assert [p.start for p in registered] == [
+        r["start"] for r in rs if set(r["flags"]) & set(abi.UFFD_MNEMONICS)]
+    for p in parsed:
+        assert set(p.modes) <= {"missing", "wp", "minor", "rwp"}
+        assert len(smaps.decode_flags(p.flags)) == len(p.flags)  # unknown ones kept
+
+
+@settings(max_examples=1500, deadline=None)
+@given(regions(), st.data())
+def test_smaps_truncated_or_garbled_never_raises(rs: list[dict[str, Any]], data: st.DataObject
+                                                 ) -> None:
+    text = render_smaps(rs)
+    cut = data.draw(st.integers(0, len(text)))
+    noise = data.draw(st.text(max_size=30))
+    for variant in (text[:cut], text[:cut] + noise + text[cut:], noise):
+        for r in smaps.parse_smaps(variant) + smaps.parse_smaps(variant, registered_only=True):
+            assert r.start <= (1 << 64) and isinstance(r.flags, list)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.integers(0, 1 << 20), st.integers(0, 1 << 20), st.integers(0, (1 << 32) - 1),
+       st.integers(0, (1 << 64) - 1), st.integers(0, 0o7777777))
+def test_fdinfo_round_trip(pending: int, total: int, features: int, ioctls: int, flags: int
+                           ) -> None:
+    text = (f"pos:\t0\nflags:\t{flags:08o}\nmnt_id:\t17\nino:\t45634\npending:\t{pending}\n"
+            f"total:\t{total}\nAPI:\taa:{features:x}:{ioctls:x}\n")
+    info = fdinfo.parse_fdinfo(text)
+    assert (info.pending, info.total, info.features_mask, info.api_ioctls, info.flags) == (
+        pending, total, features, ioctls, flags)
+    assert info.api_version == 0xAA
+    assert "initialized" not in info.features
+    assert info.initialized == bool(features & (1 << 31))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(max_size=200))
+def test_fdinfo_garbage_never_raises(text: str) -> None:
+    info = fdinfo.parse_fdinfo(text)
+    assert isinstance(info.features, list)
+    for line in ("API:\tzz:yy", "pending:\t-", "API:\taa:ffffffffffffffffff:1"):
+        assert isinstance(fdinfo.parse_fdinfo(text + "\n" + line).features, list)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=40), st.text("0123456789 -", max_size=60))
+def test_stat_parser_takes_any_comm(comm: str, tail: str) -> None:
+    stat = procs.parse_stat(f"42 ({comm}) S 1 42 42 0 -1 4194560 123 0 0 0 {tail}")
+    assert stat is not None and stat.comm == comm and stat.minflt == 123
+    assert procs.parse_stat(tail) is None or isinstance(procs.parse_stat(tail), procs.Stat)
