@@ -339,7 +339,7 @@ def test_smaps_round_trip(rs: list[dict[str, Any]]) -> None:
     assert [(p.start, p.end, p.perms, p.offset, p.dev, p.inode, p.path, p.flags)
             for p in parsed] == [(r["start"], r["end"], r["perms"], r["offset"], r["dev"],
                                   r["inode"], r["path"], r["flags"]) for r in rs]
-    assert all(p.sizes_kb["Rss"] == r["rss"] for p, r in zip(parsed, rs))
+    assert all(p.sizes_kb["Rss"] == r["rss"] for p, r in zip(parsed, rs, strict=True))
     registered = smaps.parse_smaps(text, registered_only=True)
     assert [p.start for p in registered] == [
         r["start"] for r in rs if set(r["flags"]) & set(abi.UFFD_MNEMONICS)]
