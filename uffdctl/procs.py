@@ -88,6 +88,12 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def _read_bytes(path: str) -> bytes:
+    # A large buffer: /proc/PID/smaps of a big process is tens of MB.
+    with open(path, "rb", buffering=1 << 20) as f:
+        return f.read()
+
+
 def parse_stat(text: str) -> Stat | None:
     """/proc/PID/stat: the name sits in parentheses and may itself hold ") " and spaces."""
     open_at, close_at = text.find("("), text.rfind(")")
@@ -196,7 +202,7 @@ def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
     stat = read_stat(pid)
     _check_user_process(pid, stat)
     try:
-        text = _read(f"/proc/{pid}/smaps")
+        text = _read_bytes(f"/proc/{pid}/smaps")
     except PermissionError:
         raise _denied(pid, "the memory map (/proc/PID/smaps)") from None
     except (FileNotFoundError, ProcessLookupError):

@@ -20,8 +20,6 @@ from . import abi
 _HEADER = re.compile(
     r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+) ?(.*)$",
     re.MULTILINE)
-_UFFD_FLAG = re.compile(r"\bu[mwir]\b")
-_SIZE_FIELD = re.compile(r"^(\w+):\s+(\d+) kB$")
 
 UFFD_MODE_ORDER = ("missing", "wp", "minor", "rwp")
 
@@ -83,32 +81,48 @@ def decode_flags(flags: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _entry(header: re.Match[str], body: str, full: bool) -> Region:
+_SIZES = re.compile(r"^(\w+):\s+(\d+) kB$", re.MULTILINE)
+# A VmFlags line naming a userfaultfd mode ("um ", "uw ", "ui ", "ur "): found by the regex
+# engine's literal-prefix scan, far faster than looking at every entry from Python.
+_REGISTERED_FLAGS = re.compile(rb"VmFlags:[^\n]*? u[mwir](?:[ \n]|$)")
+
+
+def _entry(header: re.Match[str], body: str) -> Region:
     start, end, perms, offset, dev, inode, path = header.groups()
     r = Region(int(start, 16), int(end, 16), perms, int(offset, 16), dev, int(inode),
                path.strip())
-    for line in body.splitlines():
-        if line.startswith("VmFlags:"):
-            r.flags = line[8:].split()
-        elif full:
-            m = _SIZE_FIELD.match(line)
-            if m:
-                r.sizes_kb[m.group(1)] = int(m.group(2))
+    flags_at = body.rfind("VmFlags:")
+    if flags_at >= 0:
+        line_end = body.find("\n", flags_at)
+        r.flags = body[flags_at + 8:None if line_end < 0 else line_end].split()
+    r.sizes_kb = {k: int(v) for k, v in _SIZES.findall(body)}
     return r
 
 
-def parse_smaps(text: str, registered_only: bool = False) -> list[Region]:
-    """Regions in address order.  ``registered_only``: only regions carrying um/uw/ui/ur."""
-    regions = []
+def _parse_text(text: str) -> list[Region]:
     headers = list(_HEADER.finditer(text))
-    for k, h in enumerate(headers):
-        body_end = headers[k + 1].start() if k + 1 < len(headers) else len(text)
-        if registered_only:
-            flags_at = text.rfind("VmFlags:", h.end(), body_end)
-            if flags_at < 0:
-                continue
-            line_end = text.find("\n", flags_at, body_end)
-            if not _UFFD_FLAG.search(text, flags_at, body_end if line_end < 0 else line_end):
-                continue
-        regions.append(_entry(h, text[h.end():body_end], full=True))
+    return [_entry(h, text[h.end():headers[k + 1].start() if k + 1 < len(headers) else None])
+            for k, h in enumerate(headers)]
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def parse_smaps(data: str | bytes, registered_only: bool = False) -> list[Region]:
+    """Regions in address order.  ``registered_only``: only regions carrying um/uw/ui/ur."""
+    if not registered_only:
+        return _parse_text(data if isinstance(data, str) else _decode(data))
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    regions = []
+    for m in _REGISTERED_FLAGS.finditer(raw):
+        # The entry runs from just after the previous VmFlags line to the end of this one;
+        # its header is the last header line in that stretch (odd lines are skipped).
+        prev = raw.rfind(b"\nVmFlags:", 0, m.start())
+        begin = 0 if prev < 0 else raw.find(b"\n", prev + 1) + 1
+        end = raw.find(b"\n", m.start())
+        chunk = _decode(raw[begin:len(raw) if end < 0 else end])
+        found = _parse_text(chunk)
+        if found and found[-1].registered:
+            regions.append(found[-1])
     return regions
