@@ -41,52 +41,122 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object (schema in uffdctl-probe(1)).")
+              help="One JSON object (schema in uffdctl-probe(1)); same as --format json.")
+@click.option("--format", "-f", "fmt",
+              type=click.Choice(["table", "json", "github", "env", "nfd", "facts"]),
+              default=None, help="table (default on a terminal), json, github ($GITHUB_OUTPUT "
+              "lines), env (eval-safe UFFD_*=0|1), nfd (Node Feature Discovery feature file), "
+              "facts (Ansible local fact JSON; always exits 0).")
+@click.option("--output", "-o", metavar="PATH", default=None,
+              help="Write there instead of stdout (nfd: atomically, by rename; github: "
+                   "appended, default $GITHUB_OUTPUT).")
+@click.option("--nfd-expiry", type=click.IntRange(60), default=7200, show_default=True,
+              metavar="SECONDS", help="How long NFD trusts the feature file (--format nfd).")
 @click.option("--require", "-r", "require", multiple=True, metavar="NAME[,NAME...]",
               help="Exit 1 unless NAME is available: a feature (minor_hugetlbfs), a matrix cell "
                    "MODE:MEMORY (minor:hugetlb) or an ioctl (continue). Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only unmet requirements.")
 @click.option("--no-ioctl-check", is_flag=True,
               help="Report the ioctls UFFDIO_REGISTER lists without trying each one.")
-def probe(as_json: bool, require: tuple[str, ...], quiet: bool, no_ioctl_check: bool) -> int:
+def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
+          require: tuple[str, ...], quiet: bool, no_ioctl_check: bool) -> int:
     """What this kernel's userfaultfd can do for this process, found out for real.
 
     \b
     Exit status: 0 every --require met, 1 a requirement missing, 2 usage error,
-    3 no userfaultfd can be opened at all.
+    3 no userfaultfd can be opened at all (--format facts: always 0).
     \b
     Examples:
       uffdctl probe
       uffdctl probe --json | jq '.matrix[] | select(.ok) | .memory + ":" + .mode'
       uffdctl probe -q --require minor:hugetlb,continue || echo "no minor faults here"
+      uffdctl probe --format github            # in a GitHub Actions step with id: uffd
+      eval "$(uffdctl probe --format env)"; [ "$UFFD_MINOR_SHMEM" = 1 ]
+      uffdctl probe --format nfd -o /etc/kubernetes/node-feature-discovery/features.d/uffd
     """
     from . import probe as logic
 
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError("--json and --format are two ways to say the same: use one")
+    fmt = "json" if as_json else fmt or "table"
     try:
         requirements = [logic.parse_requirement(n) for n in _split_requirements(require)]
     except logic.RequirementError as exc:
         raise click.BadParameter(str(exc), param_hint="'--require'") from None
+    if fmt == "facts":
+        return _probe_facts(logic, output, no_ioctl_check)
     report = logic.run_probe(check_ioctls=not no_ioctl_check)
     results = logic.check_requirements(report, requirements)
-    if as_json:
-        from .output import dump_json
+    if fmt == "table":
+        if not quiet:
+            from .output import console
+            from .render.probe import render
 
+            render(report, console(), results)
+    else:
         doc = logic.report_to_json(report)
         doc["requirements"] = [{"name": r.requirement.text, "kind": r.requirement.kind,
                                 "key": r.requirement.key, "met": r.met, "reason": r.reason}
                                for r in results]
-        dump_json(doc)
-    elif not quiet:
-        from .output import console
-        from .render.probe import render
-
-        render(report, console(), results)
+        _emit_format(fmt, doc, output, nfd_expiry)
     for r in results:
         if not r.met:
             click.echo(f"uffdctl: requirement {r.requirement.text} not met: {r.reason}", err=True)
     if not report.usable:
         return errors.UNAVAILABLE
     return errors.FAILED if any(not r.met for r in results) else errors.OK
+
+
+def _emit_format(fmt: str, doc: dict[str, Any], output: str | None, nfd_expiry: int) -> None:
+    import os
+
+    if fmt == "json" and output is None:
+        from .output import dump_json
+
+        dump_json(doc)  # the common CI path: no need for the formats module
+        return
+    from .render import formats
+
+    if fmt == "json":
+        import json
+
+        text = json.dumps(doc) + "\n"
+    elif fmt == "nfd":
+        text = formats.nfd(doc, expiry_s=nfd_expiry)
+    else:
+        text = {"github": formats.github, "env": formats.env}[fmt](doc)
+    target = output or (os.environ.get("GITHUB_OUTPUT") or None if fmt == "github" else None)
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    write = formats.append if fmt == "github" else formats.write_atomically
+    _write(lambda: write(target, text), target)
+
+
+def _write(action: Any, path: str) -> None:
+    try:
+        action()
+    except OSError as exc:
+        raise errors.UffdctlError(f"cannot write {path}: {exc.strerror or exc}",
+                                  "check that the directory exists and is writable",
+                                  errors.FAILED) from None
+
+
+def _probe_facts(logic: Any, output: str | None, no_ioctl_check: bool) -> int:
+    """Ansible runs this as an executable fact: any exit but 0 turns the fact into an error,
+    so the answer is always a JSON object and exit 0, also when nothing works."""
+    from .render import formats
+
+    try:
+        doc = logic.report_to_json(logic.run_probe(check_ioctls=not no_ioctl_check))
+    except errors.UffdctlError as exc:
+        doc = {"error": exc.line(), "access": {"usable": False}}
+    text = formats.ansible_facts(doc)
+    if output is not None:
+        _write(lambda: formats.write_atomically(output, text), output)
+    else:
+        click.echo(text, nl=False)
+    return errors.OK
 
 
 # ----- demo -------------------------------------------------------------------------------
@@ -357,4 +427,12 @@ def main(argv: list[str] | None = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = errors.OK
+    except Exception as exc:
+        import os
+
+        if os.environ.get("UFFDCTL_DEBUG"):
+            raise
+        click.echo(f"uffdctl: internal error: {type(exc).__name__}: {exc} (fix: please report "
+                   "it with the command line; UFFDCTL_DEBUG=1 shows the traceback)", err=True)
+        status = errors.FAILED
     sys.exit(status if isinstance(status, int) else errors.OK)

@@ -1,0 +1,215 @@
+"""`uffdctl probe --format github|env|nfd|facts`, the docs/ recipes that rely on them, and the
+pytest plugin, all against the real probe of this machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import seccomp
+from conftest import NOBODY, ROOT
+
+from uffdctl import probe
+from uffdctl.render import formats
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return probe.report_to_json(probe.run_probe(check_ioctls=True))
+
+
+def _kv(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+
+
+def test_facts_table_matches_the_probe(doc: dict[str, Any]) -> None:
+    f = formats.facts(doc)
+    assert f["userfaultfd"] is True
+    assert f["minor_shmem"] is True and f["minor_shmem"] == next(
+        x["usable"] for x in doc["api"]["features"] if x["name"] == "minor_shmem")
+    assert f["minor_anon"] is False  # anonymous memory never takes MINOR
+    assert f["missing_wp_shmem_private"] is True
+    assert f["ioctl_continue"] is True
+    # MOVE is listed on shmem but fails there; anon makes it usable.
+    assert f["ioctl_move"] is True
+    assert {k for k in f if k.startswith(("minor_", "missing_", "wp_"))} >= {
+        formats.cell_name(c["mode"], c["memory"]) for c in doc["matrix"]}
+
+
+def test_github_output_is_appended(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "github_output"
+    out.write_text("earlier=step\n")
+    res = run_cli("probe", "--format", "github", env={"GITHUB_OUTPUT": str(out)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    text = out.read_text()
+    assert text.startswith("earlier=step\n")
+    kv = _kv(text)
+    assert kv["userfaultfd"] == "true" and kv["minor_shmem"] == "true"
+    assert kv["minor_anon"] == "false" and kv["kernel"] == os.uname().release
+    assert all(re.fullmatch(r"[a-z0-9_]+", k) for k in kv)
+    # Without GITHUB_OUTPUT the same lines go to stdout.
+    plain = run_cli("probe", "--format", "github")
+    assert _kv(plain.stdout) == {k: v for k, v in kv.items() if k != "earlier"}
+
+
+def test_env_output_evaluates_in_a_shell(run_cli) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("probe", "--format", "env")
+    assert res.returncode == 0, res.stderr
+    assert all(re.fullmatch(r"UFFD_[A-Z0-9_]+=(0|1|'[^']*'|[A-Za-z0-9._-]+)", line)
+               for line in res.stdout.splitlines())
+    shell = subprocess.run(["bash", "-c", res.stdout + '\necho "$UFFD_AVAILABLE '
+                            '$UFFD_MINOR_SHMEM $UFFD_MINOR_ANON $UFFD_KERNEL"'],
+                           capture_output=True, text=True, check=True)
+    assert shell.stdout.split() == ["1", "1", "0", os.uname().release]
+
+
+def test_env_quotes_what_a_shell_would_run(doc: dict[str, Any]) -> None:
+    evil = {**doc, "kernel": {**doc["kernel"], "release": "6.1$(touch /tmp/x) `id`;'"}}
+    line = formats.env(evil).splitlines()[-1]
+    shell = subprocess.run(["bash", "-c", line + '\nprintf %s "$UFFD_KERNEL"'],
+                           capture_output=True, text=True, check=True)
+    assert shell.stdout == "6.1$(touch /tmp/x) `id`;'"
+
+
+def test_nfd_feature_file(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "features.d" / "uffd"
+    target.parent.mkdir()
+    res = run_cli("probe", "--format", "nfd", "--output", str(target), "--nfd-expiry", "600")
+    assert res.returncode == 0, res.stderr
+    assert os.listdir(target.parent) == ["uffd"]  # the temporary file was renamed away
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    text = target.read_text()
+    assert len(text.encode()) < formats.NFD_MAX_BYTES
+    (expiry,) = re.findall(r"^# \+expiry-time=(\S+)$", text, re.M)
+    when = dt.datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert now + dt.timedelta(seconds=500) < when < now + dt.timedelta(seconds=700)
+    labels = _kv(text)
+    prefix = "uffd.feature.node.kubernetes.io/"
+    assert all(k.startswith(prefix) for k in labels)
+    # Kubernetes label rules: name <= 63 chars [A-Za-z0-9_.-], value likewise.
+    name_re = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+    assert all(re.fullmatch(name_re, k[len(prefix):]) for k in labels)
+    assert all(re.fullmatch(name_re, v) for v in labels.values())
+    assert labels[prefix + "minor-shmem"] == "true"
+    assert labels[prefix + "userfaultfd"] == "true"
+
+
+def test_nfd_output_into_a_missing_directory_is_one_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("probe", "--format", "nfd", "-o", str(tmp_path / "no" / "such" / "file"))
+    assert res.returncode == 1
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("uffdctl: cannot write") and "fix:" in line
+
+
+def test_facts_exit_0_even_when_userfaultfd_is_denied(nobody_python, sysctl) -> None:  # type: ignore[no-untyped-def]
+    sysctl("vm/unprivileged_userfaultfd", "0")
+    python, env = nobody_python
+    cmd = seccomp.command("EPERM", NOBODY + [python, "-m", "uffdctl", "probe", "--format",
+                                             "facts"])
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, cwd="/")
+    assert res.returncode == 0, res.stderr
+    facts = json.loads(res.stdout)
+    assert facts["available"] is False and facts["capabilities"]["userfaultfd"] is False
+    # The table form of the same situation is exit 3.
+    table = subprocess.run(seccomp.command("EPERM", NOBODY + [python, "-m", "uffdctl",
+                                                              "probe"]),
+                           capture_output=True, text=True, env=env, timeout=60, cwd="/")
+    assert table.returncode == 3
+
+
+def test_format_and_json_conflict_is_a_usage_error(run_cli) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("probe", "--json", "--format", "env")
+    assert res.returncode == 2
+
+
+# ----- docs/ recipes --------------------------------------------------------------------------
+
+def test_github_workflow_uses_real_output_names(run_cli) -> None:  # type: ignore[no-untyped-def]
+    text = (ROOT / "docs" / "github-actions.yml").read_text()
+    used = set(re.findall(r"steps\.uffd\.outputs\.([a-z0-9_]+)", text))
+    assert used, "the workflow reads no outputs"
+    produced = _kv(run_cli("probe", "--format", "github").stdout)
+    assert used <= set(produced), used - set(produced)
+    assert "id: uffd" in text and "uffdctl)\" probe --format github" in text
+
+
+def test_nfd_example_writes_where_nfd_reads(run_cli) -> None:  # type: ignore[no-untyped-def]
+    text = (ROOT / "docs" / "nfd-daemonset.yaml").read_text()
+    assert "/etc/kubernetes/node-feature-discovery/features.d" in text
+    assert "uffdctl probe --format nfd" in text
+    labels = set(re.findall(r"uffd\.feature\.node\.kubernetes\.io/[a-z0-9-]+", text))
+    produced = {k for k in _kv(run_cli("probe", "--format", "nfd").stdout)}
+    assert labels and labels <= produced, labels - produced
+
+
+def test_ansible_example_reads_real_fact_keys(run_cli) -> None:  # type: ignore[no-untyped-def]
+    text = (ROOT / "docs" / "ansible-facts.yml").read_text()
+    facts = json.loads(run_cli("probe", "--format", "facts").stdout)
+    for path in re.findall(r"ansible_local\.uffd\.([a-z0-9_.]+)", text):
+        node: Any = facts
+        for part in path.split("."):
+            assert isinstance(node, dict) and part in node, path
+            node = node[part]
+    assert "uffdctl probe --format facts" in text and "facts.d/uffd.fact" in text
+
+
+# ----- pytest plugin ----------------------------------------------------------------------------
+
+def test_plugin_skips_with_the_probe_reason_and_probes_once(pytester: pytest.Pytester) -> None:
+    from uffdctl import pytest_plugin
+
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.uffd("minor:shmem")
+        def test_minor_shmem():
+            pass
+
+        @pytest.mark.uffd("minor:anon")
+        def test_minor_anon():
+            pass
+
+        @pytest.mark.uffd("minor_shmem", "continue")
+        def test_feature_and_ioctl():
+            pass
+
+        def test_unmarked():
+            pass
+    """)
+    before = pytest_plugin.PROBES_RUN
+    result = pytester.runpytest_inprocess("-rs")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines(["*uffd: minor:anon not available: *EINVAL*"])
+    assert pytest_plugin.PROBES_RUN - before == 1
+
+
+def test_plugin_unknown_requirement_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.uffd("minor_hugetlb")
+        def test_typo():
+            pass
+    """)
+    result = pytester.runpytest_inprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*minor_hugetlbfs*"])  # the suggestion
+
+
+def test_plugin_without_markers_never_probes(pytester: pytest.Pytester) -> None:
+    from uffdctl import pytest_plugin
+
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    before = pytest_plugin.PROBES_RUN
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+    assert before == pytest_plugin.PROBES_RUN
