@@ -144,3 +144,9 @@ def test_bash_completion_in_a_real_shell() -> None:
               'printf "%s\\n" "${COMPREPLY[@]}"\n')
     res = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert res.stdout.split() == ["minor", "missing"], res.stderr
+
+
+def test_readme_samples_match_a_real_run() -> None:
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "readme_samples.py"), "--check"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr

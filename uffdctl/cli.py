@@ -435,4 +435,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"uffdctl: internal error: {type(exc).__name__}: {exc} (fix: please report "
                    "it with the command line; UFFDCTL_DEBUG=1 shows the traceback)", err=True)
         status = errors.FAILED
+    finally:
+        # The work is done and reported: a Ctrl-C now would only print a traceback from
+        # inside the interpreter's shutdown.
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(status if isinstance(status, int) else errors.OK)
