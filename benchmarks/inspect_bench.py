@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from startup import median_seconds  # noqa: E402
 
 # A process with N one-page mappings that cannot merge (alternating protections), one in
 # every 500 registered with a userfaultfd, waiting on stdin.
@@ -34,15 +35,6 @@ for i in range(n):
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-def median(cmd: list[str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def verdict(name: str, ours: float, base: float, target: float) -> bool:
@@ -73,12 +65,13 @@ def main() -> int:
             count = sum(1 for _ in f)
         print(f"process {holder.pid} with {count} mappings")
         pid = str(holder.pid)
-        cat = median(["cat", f"/proc/{pid}/smaps"], args.runs)
-        ok &= verdict("inspect --json", median([py, "-m", "uffdctl", "inspect", "--json", pid],
-                                               args.runs), cat, 1.5)
-        ok &= verdict("inspect (table)", median([py, "-m", "uffdctl", "inspect", pid],
-                                                args.runs), cat, 1.5)
-        every = median([py, "-m", "uffdctl", "inspect", "--all", "--json", pid], args.runs)
+        uffdctl = [py, "-m", "uffdctl"]
+        cat = median_seconds(["cat", f"/proc/{pid}/smaps"], args.runs)
+        ok &= verdict("inspect --json",
+                      median_seconds([*uffdctl, "inspect", "--json", pid], args.runs), cat, 1.5)
+        ok &= verdict("inspect (table)",
+                      median_seconds([*uffdctl, "inspect", pid], args.runs), cat, 1.5)
+        every = median_seconds([*uffdctl, "inspect", "--all", "--json", pid], args.runs)
         print(f"inspect --all --json: {every * 1e3:.0f} ms = {every / cat:.2f}x "
               "(no target: every field of every region is parsed)")
     finally:
@@ -88,10 +81,10 @@ def main() -> int:
     if lsfd is None:
         print("ps: lsfd not found (util-linux), no baseline: skipped")
     else:
-        base = median([lsfd], args.runs)
-        ok &= verdict("ps --json", median([py, "-m", "uffdctl", "ps", "--json"], args.runs),
-                      base, 1.0)
-        ok &= verdict("ps (table)", median([py, "-m", "uffdctl", "ps"], args.runs), base, 1.0)
+        base = median_seconds([lsfd], args.runs)
+        for label, cmd in (("ps --json", ["ps", "--json"]), ("ps (table)", ["ps"])):
+            ok &= verdict(label, median_seconds([py, "-m", "uffdctl", *cmd], args.runs),
+                          base, 1.0)
     return 0 if ok else 1
 
 

@@ -3,36 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import signal
-import subprocess
-import sys
-import time
-from typing import Any
 
 import pytest
-from conftest import ROOT
+from demo_util import Interrupt, faults, fds, maps, sigint_at_random_moments, summary
 
-from uffdctl import demo, hugepages
+from uffdctl import demo
 
 BASE = os.sysconf("SC_PAGE_SIZE")
 HUGE = 2 << 20
-
-
-def _lines(stdout: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-
-def _summary(stdout: str) -> dict[str, Any]:
-    events = _lines(stdout)
-    assert events[-1]["event"] == "summary"
-    return events[-1]
-
-
-def _faults(stdout: str) -> list[dict[str, Any]]:
-    return [e for e in _lines(stdout) if e["event"] == "fault"]
 
 
 # ----- missing -----------------------------------------------------------------------------------
@@ -43,21 +22,21 @@ def test_missing_fills_every_page(run_cli, backing: str, zero: bool) -> None:  #
     res = run_cli("demo", "missing", "--backing", backing, "--pages", "12", "--json",
                   *(["--zero"] if zero else []))
     assert res.returncode == 0, res.stderr
-    s = _summary(res.stdout)
+    s = summary(res.stdout)
     assert (s["ok"], s["faults"], s["missing"], s["minor"], s["wp"]) == (True, 12, 12, 0, 0)
     assert s["verified_bytes"] == 12 * BASE and s["floor_ns"]["p50"] > 0
-    faults = _faults(res.stdout)
-    assert sorted(f["page"] for f in faults) == list(range(12))
+    seen = faults(res.stdout)
+    assert sorted(f["page"] for f in seen) == list(range(12))
     # A missing fault carries neither WP nor MINOR; a read carries no WRITE either.
-    assert all(f["flags"] == [] and f["kind"] == "missing" for f in faults)
-    assert {f["resolved_with"] for f in faults} == {"zeropage" if zero else "copy"}
+    assert all(f["flags"] == [] and f["kind"] == "missing" for f in seen)
+    assert {f["resolved_with"] for f in seen} == {"zeropage" if zero else "copy"}
 
 
 def test_missing_on_hugetlb(run_cli, hugepages) -> None:  # type: ignore[no-untyped-def]
     with hugepages(6):
         res = run_cli("demo", "missing", "--backing", "hugetlb", "--pages", "3", "--json")
     assert res.returncode == 0, res.stderr
-    s = _summary(res.stdout)
+    s = summary(res.stdout)
     assert (s["ok"], s["faults"], s["missing"], s["verified_bytes"]) == (True, 3, 3, 3 * HUGE)
 
 
@@ -72,9 +51,9 @@ def test_missing_write_faults_carry_write(run_cli) -> None:  # type: ignore[no-u
     res = run_cli("demo", "missing", "--write", "--threads", "4", "--pages", "32",
                   "--cpus", "spread", "--json")
     assert res.returncode == 0, res.stderr
-    s = _summary(res.stdout)
+    s = summary(res.stdout)
     assert s["ok"] and s["faults"] == 32 and s["writes"] == 32
-    firsts = [f for f in _faults(res.stdout) if not f["duplicate"]]
+    firsts = [f for f in faults(res.stdout) if not f["duplicate"]]
     assert sorted(f["page"] for f in firsts) == list(range(32))
     assert all(f["flags"] == ["WRITE"] and f["flags_mask"] == 0x1 for f in firsts)
 
@@ -82,30 +61,30 @@ def test_missing_write_faults_carry_write(run_cli) -> None:  # type: ignore[no-u
 def test_missing_wrong_copy_is_caught(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "missing", "--wrong-resolution", "--json")
     assert res.returncode == 1
-    s = _summary(res.stdout)
+    s = summary(res.stdout)
     assert s["ok"] is False and s["mismatched_pages"] == list(range(8))
 
 
 def test_missing_stall_times_out(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "missing", "--stall", "--timeout", "0.3", "--json", timeout=30)
     assert res.returncode == 1
-    assert "released the waiting threads" in _summary(res.stdout)["error"]
+    assert "released the waiting threads" in summary(res.stdout)["error"]
 
 
 # ----- wp ----------------------------------------------------------------------------------------
 
 def _check_wp(stdout: str, pages: int, written: int, is_async: bool, page_size: int) -> None:
-    s = _summary(stdout)
+    s = summary(stdout)
     assert s["ok"], s
     assert len(s["written_pages"]) == written == s["expected_faults"] == s["faults"] == s["wp"]
     assert s["verified_bytes"] == pages * page_size
     if is_async:
-        assert s["messages"] == 0 and _faults(stdout) == []
+        assert s["messages"] == 0 and faults(stdout) == []
         assert s["found_pages"] == {"pagemap_scan": s["written_pages"],
                                     "pagemap_bit57": s["written_pages"]}
     else:
         assert s["found_pages"] == {"faults": s["written_pages"]}
-        firsts = [f for f in _faults(stdout) if not f["duplicate"]]
+        firsts = [f for f in faults(stdout) if not f["duplicate"]]
         assert sorted(f["page"] for f in firsts) == s["written_pages"]
         assert all(f["flags"] == ["WRITE", "WP"] and f["flags_mask"] == 0x3
                    and f["resolved_with"] == "writeprotect" for f in firsts)
@@ -135,14 +114,14 @@ def test_wp_seed_picks_the_pages(run_cli) -> None:  # type: ignore[no-untyped-de
     for seed in ("1", "2", "3"):
         res = run_cli("demo", "wp", "--pages", "16", "--seed", seed, "--json")
         assert res.returncode == 0, res.stderr
-        picks.add(tuple(_summary(res.stdout)["written_pages"]))
+        picks.add(tuple(summary(res.stdout)["written_pages"]))
     assert len(picks) > 1
 
 
 def test_wp_written_zero_is_a_clean_run(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "wp", "--written", "0", "--json")
     assert res.returncode == 0, res.stderr
-    s = _summary(res.stdout)
+    s = summary(res.stdout)
     assert s["ok"] and s["faults"] == 0 and s["written_pages"] == []
 
 
@@ -153,7 +132,7 @@ def test_nobody_runs_the_anon_demos_in_user_mode(as_nobody, sysctl, args: list[s
     sysctl("vm/unprivileged_userfaultfd", "0")
     res = as_nobody("demo", *args, "--json")
     assert res.returncode == 0, res.stderr
-    s = _summary(res.stdout)
+    s = summary(res.stdout)
     assert s["ok"] and s["uffd_method"] == "syscall+user-mode-only"
 
 
@@ -167,25 +146,6 @@ def test_nobody_hugetlb_without_pages_is_exit_3(as_nobody, no_free_hugepages) ->
 
 # ----- nothing left behind ---------------------------------------------------------------------
 
-class _Interrupt:
-    def __init__(self, n: int) -> None:
-        self.n, self.seen = n, 0
-
-    def __call__(self, _event: object) -> None:
-        self.seen += 1
-        if self.seen == self.n:
-            raise KeyboardInterrupt
-
-
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def _maps() -> int:
-    with open("/proc/self/maps") as f:
-        return len(f.read().splitlines())
-
-
 @pytest.mark.parametrize("cfg", [
     demo.DemoConfig(mode="missing", backing="anon", pages=4, threads=2),
     demo.DemoConfig(mode="missing", backing="shmem", pages=4, zero=True),
@@ -196,46 +156,23 @@ def test_interrupt_at_every_event_releases_everything(cfg: demo.DemoConfig) -> N
     # A full run first: glibc keeps the stacks of finished threads mapped for reuse, which
     # is not a leak of ours.
     assert demo.run_demo(cfg, lambda _e: None).ok
-    fds, maps = _fds(), _maps()
+    fds_before, maps_before = fds(), maps()
     n = 1
     while True:
         try:
-            demo.run_demo(cfg, _Interrupt(n))
+            demo.run_demo(cfg, Interrupt(n))
         except KeyboardInterrupt:
             pass
         else:
             break
-        assert _fds() == fds, f"fd leaked when interrupted at event {n}"
-        assert _maps() == maps, f"mapping leaked when interrupted at event {n}"
+        assert fds() == fds_before, f"fd leaked when interrupted at event {n}"
+        assert maps() == maps_before, f"mapping leaked when interrupted at event {n}"
         n += 1
     assert n > 5
 
 
 @pytest.mark.parametrize("mode", ["missing", "wp"])
 def test_sigint_at_random_moments_on_hugetlb(no_free_hugepages, mode: str) -> None:  # type: ignore[no-untyped-def]
-    rng = random.Random(99)
     with no_free_hugepages():
-        pool = hugepages.read_pools().pool()
-        assert pool is not None
-        before = (pool.nr, pool.free)
-        for _ in range(6):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "uffdctl", "demo", mode, "--backing", "hugetlb",
-                 "--pages", "8", "--threads", "2", "--json"], stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, cwd=ROOT)
-            time.sleep(rng.uniform(0.05, 0.4))
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-            if proc.returncode == -signal.SIGINT:
-                # The default action, which Python has in place only before it starts and
-                # after it has finished: either nothing ran or the whole run did.
-                last = _lines(out)[-1] if out.strip() else {"event": "summary", "ok": True}
-                assert last["event"] == "summary" and last["ok"], (out[-500:], err)
-                assert "Traceback" not in err
-            else:
-                assert proc.returncode in (0, 130), err
-            assert "Traceback" not in err
-            if proc.returncode == 130:
-                assert err.strip().splitlines() == ["uffdctl: interrupted"]
-            after = hugepages.read_pools().pool()
-            assert after is not None and (after.nr, after.free) == before
+        sigint_at_random_moments([mode, "--backing", "hugetlb", "--pages", "8", "--threads",
+                                  "2"], 6, 99)

@@ -226,51 +226,54 @@ def watch(pid: int, *, interval: float, all_regions: bool, con: Console,
 
     On a terminal the view is redrawn in place; piped, the first look is printed whole and
     then one line per change, each stamped with the time, so a log shows what happened."""
+    from rich.text import Text
+
+    report = procs_inspect(pid, all_regions)
+    if not con.is_terminal:
+        render_report(report, con)
+
+        def show(_report: ProcessReport, lines: list[str], _rate: float) -> None:
+            for line in lines:
+                con.print(Text(inert(line)), soft_wrap=True)
+        return _loop(pid, report, interval, all_regions, count, show)
+
+    from rich.live import Live
+
+    history: list[str] = []
+    with Live(process_view(report, con), console=con, auto_refresh=False) as live:
+        def redraw(new: ProcessReport, lines: list[str], rate: float) -> None:
+            history[:] = (history + lines)[-10:]
+            live.update(process_view(new, con, changes=history, rate=rate), refresh=True)
+        return _loop(pid, report, interval, all_regions, count, redraw)
+
+
+def procs_inspect(pid: int, all_regions: bool) -> ProcessReport:
+    from .. import procs
+
+    return procs.inspect_process(pid, all_regions)
+
+
+def _loop(pid: int, report: ProcessReport, interval: float, all_regions: bool,
+          count: int | None, show: Any) -> str:
+    """Look again every ``interval``; hand each look, its time-stamped changes and the
+    minor-fault rate to ``show``.  Returns the message to print when the process exits."""
     import time
 
-    from .. import errors, procs
+    from .. import errors
 
-    report = procs.inspect_process(pid, all_regions)
     previous, t_prev, looks = report, time.monotonic(), 1
-    history: list[str] = []
-
-    def exited() -> str:
-        return f"pid {pid} ({inert(previous.comm)}) exited; watched for {looks} refreshes"
-
-    if con.is_terminal:
-        from rich.live import Live
-
-        with Live(process_view(report, con), console=con, auto_refresh=False,
-                  transient=False) as live:
-            while count is None or looks < count:
-                time.sleep(interval)
-                try:
-                    report = procs.inspect_process(pid, all_regions)
-                except errors.UffdctlError as exc:
-                    if exc.status == errors.NO_PROCESS:
-                        return exited()
-                    raise
-                now = time.monotonic()
-                rate = (report.minflt - previous.minflt) / max(now - t_prev, 1e-6)
-                stamp = time.strftime("%H:%M:%S")
-                history = (history + [f"{stamp} {c}" for c in changes(previous, report)])[-10:]
-                live.update(process_view(report, con, changes=history, rate=rate),
-                            refresh=True)
-                previous, t_prev, looks = report, now, looks + 1
-        return ""
-    render_report(report, con)
     while count is None or looks < count:
         time.sleep(interval)
         try:
-            report = procs.inspect_process(pid, all_regions)
+            report = procs_inspect(pid, all_regions)
         except errors.UffdctlError as exc:
             if exc.status == errors.NO_PROCESS:
-                return exited()
+                return (f"pid {pid} ({inert(previous.comm)}) exited; watched for {looks} "
+                        "refreshes")
             raise
+        now = time.monotonic()
+        rate = (report.minflt - previous.minflt) / max(now - t_prev, 1e-6)
         stamp = time.strftime("%H:%M:%S")
-        from rich.text import Text
-
-        for c in changes(previous, report):
-            con.print(Text(f"{stamp} {inert(c)}"), soft_wrap=True)
-        previous, looks = report, looks + 1
+        show(report, [f"{stamp} {c}" for c in changes(previous, report)], rate)
+        previous, t_prev, looks = report, now, looks + 1
     return ""
