@@ -629,9 +629,10 @@ def _release_touchers(touchers: _Touchers, u: uffd.Userfaultfd, area: memtypes.A
     touchers.stop.set()
     if u.fd >= 0 and area.addr:
         try:
-            # New faults on the range become ordinary faults once it is unregistered; the
-            # kernel wakes threads already waiting only for MISSING registrations (see
-            # userfaultfd_unregister()), so MINOR and WP waiters need the explicit wake.
+            # New faults on the range become ordinary faults once it is unregistered, but
+            # threads already waiting are not reliably woken by the unregister itself: on
+            # 6.18 hugetlb MINOR waiters stayed blocked (userfaultfd_unregister() has long
+            # woken only MISSING ranges).  The wake after it releases them all.
             u.unregister(area.addr, area.length)
             u.wake(area.addr, area.length)
         except uffd.UffdError:
