@@ -84,7 +84,13 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
     except logic.RequirementError as exc:
         raise click.BadParameter(str(exc), param_hint="'--require'") from None
     if fmt == "facts":
-        return _probe_facts(logic, output, no_ioctl_check)
+        # Ansible runs this as an executable fact: any exit but 0 turns the fact into an
+        # error, so the answer is a JSON object and exit 0 even when nothing works.
+        from .render import formats
+
+        formats.deliver("facts", logic.facts_document(check_ioctls=not no_ioctl_check),
+                        output)
+        return errors.OK
     report = logic.run_probe(check_ioctls=not no_ioctl_check)
     results = logic.check_requirements(report, requirements)
     if fmt == "table":
@@ -98,65 +104,20 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
         doc["requirements"] = [{"name": r.requirement.text, "kind": r.requirement.kind,
                                 "key": r.requirement.key, "met": r.met, "reason": r.reason}
                                for r in results]
-        _emit_format(fmt, doc, output, nfd_expiry)
+        if fmt == "json" and output is None:
+            from .output import dump_json
+
+            dump_json(doc)  # the common CI path: no need for the formats module
+        else:
+            from .render import formats
+
+            formats.deliver(fmt, doc, output, nfd_expiry=nfd_expiry)
     for r in results:
         if not r.met:
             click.echo(f"uffdctl: requirement {r.requirement.text} not met: {r.reason}", err=True)
     if not report.usable:
         return errors.UNAVAILABLE
     return errors.FAILED if any(not r.met for r in results) else errors.OK
-
-
-def _emit_format(fmt: str, doc: dict[str, Any], output: str | None, nfd_expiry: int) -> None:
-    import os
-
-    if fmt == "json" and output is None:
-        from .output import dump_json
-
-        dump_json(doc)  # the common CI path: no need for the formats module
-        return
-    from .render import formats
-
-    if fmt == "json":
-        import json
-
-        text = json.dumps(doc) + "\n"
-    elif fmt == "nfd":
-        text = formats.nfd(doc, expiry_s=nfd_expiry)
-    else:
-        text = {"github": formats.github, "env": formats.env}[fmt](doc)
-    target = output or (os.environ.get("GITHUB_OUTPUT") or None if fmt == "github" else None)
-    if target is None:
-        click.echo(text, nl=False)
-        return
-    write = formats.append if fmt == "github" else formats.write_atomically
-    _write(lambda: write(target, text), target)
-
-
-def _write(action: Any, path: str) -> None:
-    try:
-        action()
-    except OSError as exc:
-        raise errors.UffdctlError(f"cannot write {path}: {exc.strerror or exc}",
-                                  "check that the directory exists and is writable",
-                                  errors.FAILED) from None
-
-
-def _probe_facts(logic: Any, output: str | None, no_ioctl_check: bool) -> int:
-    """Ansible runs this as an executable fact: any exit but 0 turns the fact into an error,
-    so the answer is always a JSON object and exit 0, also when nothing works."""
-    from .render import formats
-
-    try:
-        doc = logic.report_to_json(logic.run_probe(check_ioctls=not no_ioctl_check))
-    except errors.UffdctlError as exc:
-        doc = {"error": exc.line(), "access": {"usable": False}}
-    text = formats.ansible_facts(doc)
-    if output is not None:
-        _write(lambda: formats.write_atomically(output, text), output)
-    else:
-        click.echo(text, nl=False)
-    return errors.OK
 
 
 # ----- demo -------------------------------------------------------------------------------

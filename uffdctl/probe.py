@@ -15,8 +15,9 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from . import abi, access, hugepages, memtypes, uffd
+from . import abi, access, errors, hugepages, memtypes, uffd
 
 SCHEMA_VERSION = 1
 KCONFIG_SYMBOLS = (
@@ -436,3 +437,12 @@ def hugetlb_demo_outlook(report: ProbeReport) -> str:
                 "back afterwards")
     return ("no free huge pages: as root, `sysctl vm.nr_hugepages=N`; or run `demo minor "
             "--backing shmem`")
+
+
+def facts_document(check_ioctls: bool = True) -> dict[str, Any]:
+    """The probe's JSON, or, when even the probe cannot run, an object saying why: for
+    consumers (Ansible facts) that must always get a document."""
+    try:
+        return report_to_json(run_probe(check_ioctls=check_ioctls))
+    except errors.UffdctlError as exc:
+        return {"error": exc.line(), "access": {"usable": False}}

@@ -134,3 +134,33 @@ def write_atomically(path: str, text: str) -> None:
 def append(path: str, text: str) -> None:
     with open(path, "a") as f:
         f.write(text)
+
+
+def render(fmt: str, doc: dict[str, Any], nfd_expiry: int = NFD_DEFAULT_EXPIRY_S) -> str:
+    if fmt == "json":
+        return json.dumps(doc) + "\n"
+    if fmt == "nfd":
+        return nfd(doc, expiry_s=nfd_expiry)
+    return {"github": github, "env": env, "facts": ansible_facts}[fmt](doc)
+
+
+def deliver(fmt: str, doc: dict[str, Any], output: str | None,
+            nfd_expiry: int = NFD_DEFAULT_EXPIRY_S) -> None:
+    """Print the document in ``fmt``, or write it to ``output``: appended for github (the
+    default target there is $GITHUB_OUTPUT, as Actions expects), atomically otherwise."""
+    import sys
+
+    from .. import errors
+
+    text = render(fmt, doc, nfd_expiry)
+    target = output or (os.environ.get("GITHUB_OUTPUT") or None if fmt == "github" else None)
+    if target is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        (append if fmt == "github" else write_atomically)(target, text)
+    except OSError as exc:
+        raise errors.UffdctlError(f"cannot write {target}: {exc.strerror or exc}",
+                                  "check that the directory exists and is writable",
+                                  errors.FAILED) from None
