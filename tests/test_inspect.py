@@ -390,3 +390,23 @@ def test_stat_parser_takes_any_comm(comm: str, tail: str) -> None:
     stat = procs.parse_stat(f"42 ({comm}) S 1 42 42 0 -1 4194560 123 0 0 0 {tail}")
     assert stat is not None and stat.comm == comm and stat.minflt == 123
     assert procs.parse_stat(tail) is None or isinstance(procs.parse_stat(tail), procs.Stat)
+
+
+def test_nobody_inspects_its_own_process(as_nobody) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import subprocess\n"
+        "python = '/proc/self/exe'  # the running interpreter, whatever its path\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "try:\n"
+        "    res = subprocess.run([python, '-m', 'uffdctl', 'inspect', '--all', '--json',\n"
+        "                          str(child.pid)], capture_output=True, text=True)\n"
+        "finally:\n"
+        "    child.kill()\n"
+        "print(res.returncode)\n"
+        "print(res.stdout or res.stderr)\n")
+    res = as_nobody(code=code)
+    assert res.returncode == 0, res.stderr
+    status, doc = res.stdout.split("\n", 1)
+    assert status == "0", doc
+    parsed = json.loads(doc)
+    assert parsed["comm"] == "sleep" and parsed["regions"] and parsed["uffds"] == []
