@@ -8,8 +8,9 @@ Ctrl-C, clean-up, verification and the statistics.  It never prints: every step 
 is handed to the ``emit`` callback as a dataclass, and the result is a :class:`Summary`.
 
 Threads: the handler runs in the calling (main) thread so that Ctrl-C lands in it; touchers
-are Python threads that touch pages through uffd.peek/poke/compare, which run with the
-interpreter lock released, so a toucher blocked in a fault never starves the handler.
+are Python threads that touch pages through uffd.touch_read/touch_write/compare, which run
+with the interpreter lock released, so a toucher blocked in a fault never starves the
+handler.
 """
 
 from __future__ import annotations
@@ -471,10 +472,6 @@ class _Touchers:
         marked as stopped while it still runs (CPython gh-90882, before 3.13), and the
         clean-up would then unmap pages under it."""
         return not self.threads or self.done.wait(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self.started and not self.done.is_set()
 
 
 def _floor(run: Run, mt: memtypes.MemoryType, cfg: DemoConfig, cpu: int | None,

@@ -6,8 +6,9 @@ kernel's terms (abi.errno_meaning) without parsing strings.
 
 GIL note: calls through ctypes.CDLL and CFUNCTYPE release the interpreter lock, PYFUNCTYPE
 (ctypes.string_at) does not.  A thread that touches a registered page must do so through
-:func:`peek`/:func:`poke`/:func:`compare` (memmove/memcmp, GIL released) so that the
-handler thread can run while the toucher is blocked in the fault.
+:func:`touch_read`/:func:`touch_write`/:func:`peek`/:func:`poke`/:func:`compare` (libc
+calls, GIL released) so that the handler thread can run while the toucher is blocked in the
+fault.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import errno as _errno
 import fcntl
 import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -391,10 +391,6 @@ def fill(addr: int, byte: int, length: int) -> None:
 def compare(addr: int, expected: bytes) -> bool:
     """True when memory at addr equals expected; the read happens with the GIL released."""
     return _libc.memcmp(addr, expected, len(expected)) == 0
-
-
-def iter_pages(addr: int, length: int, page_size: int) -> Iterator[int]:
-    return iter(range(addr, addr + length, page_size))
 
 
 # ----- pagemap -------------------------------------------------------------------------------
