@@ -78,7 +78,7 @@ def sigint_at_random_moments(args: list[str], runs: int, seed: int) -> None:
             assert last["event"] == "summary" and last["ok"], (out[-500:], err)
         else:
             assert proc.returncode in (0, 130), err
-        assert "Traceback" not in err
+        assert "Traceback" not in err, err
         if proc.returncode == 130:
             assert err.strip().splitlines() == ["uffdctl: interrupted"]
         assert pool_state() == before

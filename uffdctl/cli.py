@@ -367,8 +367,26 @@ def ps(as_json: bool) -> int:
     return errors.OK
 
 
+class _LateInterrupt:
+    """sys.unraisablehook: a Ctrl-C that lands in a weakref callback or a __del__ (garbage
+    being collected as a command returns) is not raised but "ignored" with a traceback.
+    Remember it instead; main() reports it like any other interrupt."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.default = sys.unraisablehook
+
+    def __call__(self, unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            self.seen = True
+        else:
+            self.default(unraisable)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure ends as one line on stderr and a documented exit status."""
+    late = _LateInterrupt()
+    sys.unraisablehook = late
     try:
         status = cli.main(args=argv, prog_name="uffdctl", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -402,4 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if late.seen and status != errors.INTERRUPTED:
+        click.echo("uffdctl: interrupted", err=True)
+        status = errors.INTERRUPTED
     sys.exit(status if isinstance(status, int) else errors.OK)

@@ -692,17 +692,43 @@ def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, stack: E
     return area
 
 
+FLUSH_S = 0.05  # events wait at most this long while faults keep coming (20 updates/s)
+
+
 def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
             emit: Emit) -> None:
-    """The fault loop: read every queued message, resolve it, until the touchers are done."""
+    """The fault loop: read every queued message, resolve it, until the touchers are done.
+
+    Resolving comes first; counting and showing the faults wait until no fault is queued (or
+    FLUSH_S has passed).  A touching thread faults again as soon as it is woken, so whatever
+    the handler does between two faults is on the round trip of the next one."""
     u, area, ps = run.uffd, run.area, run.page_size
     poller = select.poll()
     poller.register(u.fd, select.POLLIN)
     resolved = run.resolved
     faulted = run.faulted
-    last_progress = time.monotonic()
+    unshown: list[tuple[uffd.Message, int, str, bool, int, bool]] = []
+    last_progress = last_flush = time.monotonic()
+
+    def flush() -> None:
+        for msg, index, how, modified, handle_ns, duplicate in unshown:
+            summary.messages += 1
+            if not duplicate:
+                summary.faults += 1
+                summary.kinds[msg.kind] = summary.kinds.get(msg.kind, 0) + 1
+                if msg.is_write:
+                    summary.writes += 1
+            emit(Fault(index, msg.address, msg.flags, abi.pagefault_flag_names(msg.flags),
+                       msg.kind, msg.ptid, how, modified, handle_ns, summary.faults,
+                       duplicate))
+        unshown.clear()
+
     while not touchers.done.is_set():
-        if not poller.poll(50):
+        if not poller.poll(0 if unshown else 50):
+            if unshown:
+                flush()
+                last_flush = time.monotonic()
+                continue
             if touchers.done.is_set():
                 break
             if time.monotonic() - last_progress > run.cfg.timeout:
@@ -715,11 +741,12 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                 u.close()  # wakes every thread blocked in the fault; they retry without uffd
                 return
             continue
-        done: list[tuple[uffd.Message, int, str, bool, int, bool, int]] = []
+        got = False
         for msg in u.read_messages():
             t0 = time.perf_counter_ns()
             if msg.event != abi.UFFD_EVENT_PAGEFAULT:
                 continue
+            got = True
             index = (msg.address - area.addr) // ps
             faulted.add((msg.ptid, index))
             if run.cfg.stall:
@@ -739,21 +766,14 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                     u.wake(area.addr + index * ps, ps)
                     how, modified = "wake", False
                 resolved.add(index)
-            done.append((msg, index, how, modified, time.perf_counter_ns() - t0, duplicate, 0))
-        if not done:
+            unshown.append((msg, index, how, modified, time.perf_counter_ns() - t0, duplicate))
+        if not got:
             continue
-        # The woken threads need the interpreter lock to return from their touch; give it up
-        # (and, on a shared CPU, the CPU) before the bookkeeping and the output, which then
-        # stay off the round trip.
+        # The woken threads need the interpreter lock to return from their touch: give it
+        # (and, on a shared CPU, the CPU) up now.
         os.sched_yield()
         last_progress = time.monotonic()
-        for msg, index, how, modified, handle_ns, duplicate, _ in done:
-            summary.messages += 1
-            if not duplicate:
-                summary.faults += 1
-                summary.kinds[msg.kind] = summary.kinds.get(msg.kind, 0) + 1
-                if msg.is_write:
-                    summary.writes += 1
-            emit(Fault(index, msg.address, msg.flags, abi.pagefault_flag_names(msg.flags),
-                       msg.kind, msg.ptid, how, modified, handle_ns, summary.faults,
-                       duplicate))
+        if last_progress - last_flush > FLUSH_S:
+            flush()
+            last_flush = last_progress
+    flush()
