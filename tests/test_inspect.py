@@ -410,3 +410,20 @@ def test_nobody_inspects_its_own_process(as_nobody) -> None:  # type: ignore[no-
     assert status == "0", doc
     parsed = json.loads(doc)
     assert parsed["comm"] == "sleep" and parsed["regions"] and parsed["uffds"] == []
+
+
+def test_zombie_with_an_escape_in_its_name_is_reported_inert(run_cli) -> None:  # type: ignore[no-untyped-def]
+    import ctypes
+
+    pid = os.fork()
+    if pid == 0:
+        ctypes.CDLL(None).prctl(15, b"z\x1b]0;pwn\x07", 0, 0, 0)  # PR_SET_NAME
+        os._exit(0)
+    try:
+        time.sleep(0.2)
+        res = run_cli("inspect", str(pid))
+    finally:
+        os.waitpid(pid, 0)
+    assert res.returncode == 4
+    assert "\x1b" not in res.stderr and "\x07" not in res.stderr
+    assert "z\\x1b]0;pwn\\x07" in res.stderr

@@ -4,6 +4,8 @@ unprivileged, seccomp-denied and no-huge-pages paths are run for real."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from typing import Any
 
 import pytest
@@ -216,3 +218,20 @@ def test_nothing_works_exits_3_with_the_cause(nobody_python, sysctl) -> None:  #
     assert res.returncode == 3, res.stderr
     assert "FAIL" in res.stdout and "seccomp filter" in res.stdout
     assert "no userfaultfd can be opened" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_hugetlbfs_mount_point_is_shown_inert(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    target = tmp_path / "x\x1b]0;pwn\x07[bold]y"
+    target.mkdir()
+    res = subprocess.run(["mount", "-t", "hugetlbfs", "none", str(target)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount hugetlbfs here: {res.stderr.strip()}")
+    try:
+        out = run_cli("probe", "--no-ioctl-check").stdout
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    assert "\x1b]0;" not in out and "\x07" not in out
+    assert "x\\x1b]0;pwn\\x07[bold]y" in out

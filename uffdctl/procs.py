@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import errors, smaps
 from .fdinfo import UffdDescriptor, list_fds, userfaultfds
+from .output import inert
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 STUCK_WCHAN = "handle_userfault"  # where a thread sleeps while its fault is unresolved
@@ -145,11 +146,11 @@ def read_stat(pid: int) -> Stat:
 def _check_user_process(pid: int, stat: Stat) -> None:
     if stat.flags & PF_KTHREAD:
         raise errors.UffdctlError(
-            f"pid {pid} ({stat.comm}) is a kernel thread: it has no user memory to register",
+            f"pid {pid} ({inert(stat.comm)}) is a kernel thread: it has no user memory to register",
             "give the pid of a user process", errors.NO_PROCESS)
     if stat.state in ("Z", "X"):
         raise errors.UffdctlError(
-            f"pid {pid} ({stat.comm}) is a zombie: it has exited and its memory is gone "
+            f"pid {pid} ({inert(stat.comm)}) is a zombie: it has exited and its memory is gone "
             "(its parent has not reaped it yet)", "give the pid of a running process",
             errors.NO_PROCESS)
 

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import abi
+from ..output import inert
 from ..probe import ProbeReport, RequirementResult, hugetlb_demo_outlook
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "INFO": "cyan"}
@@ -125,7 +126,8 @@ def render(report: ProbeReport, con: Console,
               f"{p.size_kb} kB{' (default)' if p.default else ''}: nr {p.nr}, free {p.free}, "
               f"reserved {p.reserved}, surplus {p.surplus}, overcommit {p.overcommit}")
     if hp.mounts:
-        _line(con, "INFO", "hugetlbfs mounted at " + ", ".join(hp.mounts))
+        # Mount points are chosen by whoever mounted them: shown inert.
+        _line(con, "INFO", "hugetlbfs mounted at " + ", ".join(inert(m) for m in hp.mounts))
     level = "PASS" if (hp.pool() and hp.pool().available) else "WARN"  # type: ignore[union-attr]
     _line(con, level, hugetlb_demo_outlook(report))
 
