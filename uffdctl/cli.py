@@ -130,6 +130,8 @@ def demo() -> None:
     Examples:
       sudo uffdctl demo minor
       uffdctl demo minor --backing shmem --pages 64 --json
+      uffdctl demo missing --zero
+      uffdctl demo wp --async
     """
 
 
