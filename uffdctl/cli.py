@@ -44,7 +44,7 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
               help="One JSON object (schema in uffdctl-probe(1)); same as --format json.")
 @click.option("--format", "-f", "fmt",
               type=click.Choice(["table", "json", "github", "env", "nfd", "facts"]),
-              default=None, help="table (default on a terminal), json, github ($GITHUB_OUTPUT "
+              default=None, help="table (the default), json, github ($GITHUB_OUTPUT "
               "lines), env (eval-safe UFFD_*=0|1), nfd (Node Feature Discovery feature file), "
               "facts (Ansible local fact JSON; always exits 0).")
 @click.option("--output", "-o", metavar="PATH", default=None,
@@ -79,6 +79,8 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
     if as_json and fmt not in (None, "json"):
         raise click.UsageError("--json and --format are two ways to say the same: use one")
     fmt = "json" if as_json else fmt or "table"
+    if output is not None and fmt == "table":
+        raise click.UsageError("--output goes with --format json, github, env, nfd or facts")
     try:
         requirements = [logic.parse_requirement(n) for n in _split_requirements(require)]
     except logic.RequirementError as exc:
@@ -100,10 +102,7 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
 
             render(report, console(), results)
     else:
-        doc = logic.report_to_json(report)
-        doc["requirements"] = [{"name": r.requirement.text, "kind": r.requirement.kind,
-                                "key": r.requirement.key, "met": r.met, "reason": r.reason}
-                               for r in results]
+        doc = logic.report_to_json(report, results)
         if fmt == "json" and output is None:
             from .output import dump_json
 

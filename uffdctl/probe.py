@@ -276,7 +276,8 @@ def run_probe(check_ioctls: bool = True) -> ProbeReport:
 
 # ----- JSON -----------------------------------------------------------------------------------
 
-def report_to_json(report: ProbeReport) -> dict[str, object]:
+def report_to_json(report: ProbeReport, results: list[RequirementResult] | None = None
+                   ) -> dict[str, object]:
     """The `uffdctl probe --json` document (schema_version 1):
 
     kernel: {release, machine, config: {CONFIG_...: "y"|"n"|"m"} | null}
@@ -292,6 +293,9 @@ def report_to_json(report: ProbeReport) -> dict[str, object]:
     """
     ctx = report.access.context
     api = report.api
+    requirements = [{"name": r.requirement.text, "kind": r.requirement.kind,
+                     "key": r.requirement.key, "met": r.met, "reason": r.reason}
+                    for r in results or []]
     return {
         "schema_version": SCHEMA_VERSION,
         "kernel": {"release": report.kernel.release, "machine": report.kernel.machine,
@@ -328,6 +332,7 @@ def report_to_json(report: ProbeReport) -> dict[str, object]:
                        "surplus": p.surplus, "overcommit": p.overcommit, "default": p.default}
                       for p in report.hugepages.pools],
         },
+        "requirements": requirements,
     }
 
 
