@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..output import inert
-from ..procs import ProcessReport, PsReport
+from ..procs import ProcessReport, PsReport, inspect_process
 from ..smaps import Region, decode_flags
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def watch(pid: int, *, interval: float, all_regions: bool, con: Console,
     then one line per change, each stamped with the time, so a log shows what happened."""
     from rich.text import Text
 
-    report = procs_inspect(pid, all_regions)
+    report = inspect_process(pid, all_regions)
     if not con.is_terminal:
         render_report(report, con)
 
@@ -247,12 +247,6 @@ def watch(pid: int, *, interval: float, all_regions: bool, con: Console,
         return _loop(pid, report, interval, all_regions, count, redraw)
 
 
-def procs_inspect(pid: int, all_regions: bool) -> ProcessReport:
-    from .. import procs
-
-    return procs.inspect_process(pid, all_regions)
-
-
 def _loop(pid: int, report: ProcessReport, interval: float, all_regions: bool,
           count: int | None, show: Any) -> str:
     """Look again every ``interval``; hand each look, its time-stamped changes and the
@@ -265,7 +259,7 @@ def _loop(pid: int, report: ProcessReport, interval: float, all_regions: bool,
     while count is None or looks < count:
         time.sleep(interval)
         try:
-            report = procs_inspect(pid, all_regions)
+            report = inspect_process(pid, all_regions)
         except errors.UffdctlError as exc:
             if exc.status == errors.NO_PROCESS:
                 return (f"pid {pid} ({inert(previous.comm)}) exited; watched for {looks} "
