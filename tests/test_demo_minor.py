@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
 import seccomp
-from conftest import NOBODY
+from conftest import NOBODY, ROOT
 from demo_util import (
     Interrupt,
     faults,
@@ -17,11 +18,12 @@ from demo_util import (
     lines,
     maps,
     pool_state,
+    sigint_after,
     sigint_at_random_moments,
     summary,
 )
 
-from uffdctl import demo
+from uffdctl import demo, errors
 
 
 def test_shmem_every_byte_verified(run_cli) -> None:  # type: ignore[no-untyped-def]
@@ -146,6 +148,32 @@ def test_interrupt_at_every_event_releases_everything(hugepages) -> None:  # typ
 def test_sigint_at_random_moments(no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
     with no_free_hugepages():
         sigint_at_random_moments(["minor", "--pages", "64", "--threads", "2"], 12, 1234)
+
+
+def test_sigint_while_starting(no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C while the interpreter imports: a KeyboardInterrupt raised inside a class body
+    reaches main() wrapped in RuntimeError on Python < 3.12 (once seen in CI as an
+    "internal error"); it must still read as an interrupt."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "uffdctl", "--version"], capture_output=True,
+                   check=True, cwd=ROOT)
+    startup = time.monotonic() - start
+    with no_free_hugepages():
+        sigint_after(["minor", "--pages", "8"], [startup * i / 10 for i in range(4, 20)])
+
+
+def test_wrapped_interrupt_reads_as_interrupt() -> None:
+    class Descriptor:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    try:
+        type("Wrapped", (), {"field": Descriptor()})
+    except BaseException as exc:  # RuntimeError before 3.12, KeyboardInterrupt after
+        assert errors.caused_by_interrupt(exc)
+    else:
+        raise AssertionError("__set_name__ raised nothing")
+    assert not errors.caused_by_interrupt(RuntimeError(ValueError("x")))
 
 
 # ----- unprivileged and denied ------------------------------------------------------------------

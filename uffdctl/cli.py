@@ -410,11 +410,16 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         import os
 
-        if os.environ.get("UFFDCTL_DEBUG"):
+        if errors.caused_by_interrupt(exc):
+            click.echo("uffdctl: interrupted", err=True)
+            status = errors.INTERRUPTED
+        elif os.environ.get("UFFDCTL_DEBUG"):
             raise
-        click.echo(f"uffdctl: internal error: {type(exc).__name__}: {exc} (fix: please report "
-                   "it with the command line; UFFDCTL_DEBUG=1 shows the traceback)", err=True)
-        status = errors.FAILED
+        else:
+            click.echo(f"uffdctl: internal error: {type(exc).__name__}: {exc} (fix: please "
+                       "report it with the command line; UFFDCTL_DEBUG=1 shows the traceback)",
+                       err=True)
+            status = errors.FAILED
     finally:
         # The work is done and reported: a Ctrl-C now would only print a traceback from
         # inside the interpreter's shutdown.

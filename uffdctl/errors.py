@@ -25,3 +25,17 @@ class UffdctlError(Exception):
 
     def line(self) -> str:
         return f"uffdctl: {self.cause}" + (f" (fix: {self.fix})" if self.fix else "")
+
+
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """A Ctrl-C can arrive wrapped: Python < 3.12 turns an exception raised while a class
+    body is set up (a lazy import, mid-flight) into RuntimeError("Error calling
+    __set_name__ ..."), with the KeyboardInterrupt as its cause."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
