@@ -203,3 +203,20 @@ def test_denied_userfaultfd_has_the_probe_diagnosis(nobody_python, sysctl) -> No
     assert res.returncode == 3
     (line,) = res.stderr.strip().splitlines()
     assert "cannot open a userfaultfd" in line and "seccomp filter" in line
+
+
+def test_caught_interrupt_in_exec_keeps_the_exit_status(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Ctrl-C that lands while a dataclass is made (exec of a string) and is then caught
+    must still end with uffdctl's status, not with CPython re-raising SIGINT at exit."""
+    (tmp_path / "ctrl_c_in_exec.py").write_text(
+        "from uffdctl.cli import main\n"
+        "try:\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "main(['--version'])\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    res = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("uffdctl ")

@@ -1,22 +1,18 @@
 """`python -m uffdctl` and the console script.
 
-A Ctrl-C can land while the command line module is still being imported, before main()
-is there to report it: that is an interrupt too, not a traceback.
+A Ctrl-C that lands while the modules are still being imported, before main() is there to
+report it, would end in a traceback.  SIGINT is held back at the kernel level until main()
+is inside its handlers; then it is delivered and reported like any other interrupt.
 """
 
-import sys
+# _signal, not signal: the signal module builds its enums on import, a window of its own.
+import _signal
 
 
 def run() -> None:
-    try:
-        from .cli import main
-    except BaseException as exc:
-        from .errors import INTERRUPTED, caused_by_interrupt
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT})
+    from .cli import main
 
-        if not caused_by_interrupt(exc):
-            raise
-        sys.stderr.write("uffdctl: interrupted\n")
-        sys.exit(INTERRUPTED)
     main()
 
 

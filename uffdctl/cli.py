@@ -6,6 +6,7 @@ only for what it uses (no rich on the JSON path).
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -389,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     late = _LateInterrupt()
     sys.unraisablehook = late
     try:
+        # Held back by run() while the modules were imported (see __main__.py).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         status = cli.main(args=argv, prog_name="uffdctl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         status = exc.exit_code
@@ -423,9 +426,12 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         # The work is done and reported: a Ctrl-C now would only print a traceback from
         # inside the interpreter's shutdown.
-        import signal
-
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # CPython remembers a KeyboardInterrupt that escaped any exec() or eval() of a string
+        # (dataclasses and namedtuples are made that way, so a Ctrl-C during a lazy import
+        # is one) and, even though it was caught and reported here, ends the process with
+        # SIGINT instead of our exit status.  Each such exec() clears that memory first.
+        exec("")
     if late.seen and status != errors.INTERRUPTED:
         click.echo("uffdctl: interrupted", err=True)
         status = errors.INTERRUPTED
