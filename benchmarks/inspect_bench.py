@@ -2,7 +2,8 @@
 and `uffdctl ps` over every process as a ratio to `lsfd`, each pair in the same run.
 
 Targets: inspect <= 1.5x cat (the kernel's own cost of producing smaps dominates; the parser
-must add little), ps <= 1x lsfd.
+must add little), ps <= 1x lsfd.  uffdctl is measured installed, as users run it (see
+startup.py).
 Usage: python benchmarks/inspect_bench.py [--mappings N] [--runs N]
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from startup import median_seconds  # noqa: E402
+from startup import installed, median_seconds  # noqa: E402
 
 # A process with N one-page mappings that cannot merge (alternating protections), one in
 # every 500 registered with a userfaultfd, waiting on stdin.
@@ -54,6 +55,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     py = sys.executable
+    bindir = installed()
     holder = subprocess.Popen([py, "-c", MANY_MAPPINGS, str(args.mappings)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               cwd=HERE.parent)
@@ -65,7 +67,7 @@ def main() -> int:
             count = sum(1 for _ in f)
         print(f"process {holder.pid} with {count} mappings")
         pid = str(holder.pid)
-        uffdctl = [py, "-m", "uffdctl"]
+        uffdctl = [str(bindir / "uffdctl")]
         cat = median_seconds(["cat", f"/proc/{pid}/smaps"], args.runs)
         ok &= verdict("inspect --json",
                       median_seconds([*uffdctl, "inspect", "--json", pid], args.runs), cat, 1.5)
@@ -83,7 +85,7 @@ def main() -> int:
     else:
         base = median_seconds([lsfd], args.runs)
         for label, cmd in (("ps --json", ["ps", "--json"]), ("ps (table)", ["ps"])):
-            ok &= verdict(label, median_seconds([py, "-m", "uffdctl", *cmd], args.runs),
+            ok &= verdict(label, median_seconds([str(bindir / "uffdctl"), *cmd], args.runs),
                           base, 1.0)
     return 0 if ok else 1
 

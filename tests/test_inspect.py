@@ -356,6 +356,32 @@ def test_smaps_round_trip(rs: list[dict[str, Any]]) -> None:
 
 @settings(max_examples=1500, deadline=None)
 @given(regions(), st.data())
+def test_smaps_streamed_in_pieces_cut_anywhere(rs: list[dict[str, Any]], data: st.DataObject
+                                               ) -> None:
+    raw = render_smaps(rs).encode()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=12)))
+    pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    whole = smaps.parse_smaps(raw, registered_only=True)
+    queue = [p for p in pieces if p]
+
+    def readinto(view: memoryview) -> int:
+        # Hands out at most the rest of one piece per call, like a short read.
+        if not queue:
+            return 0
+        k = min(len(view), len(queue[0]))
+        view[:k] = queue[0][:k]
+        queue[0] = queue[0][k:]
+        if not queue[0]:
+            queue.pop(0)
+        return k
+
+    streamed = smaps.scan_registered(readinto, chunk=data.draw(st.integers(1, 300)))
+    assert [(r.start, r.flags, r.path) for r in streamed] == [
+        (r.start, r.flags, r.path) for r in whole]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(regions(), st.data())
 def test_smaps_truncated_or_garbled_never_raises(rs: list[dict[str, Any]], data: st.DataObject
                                                  ) -> None:
     text = render_smaps(rs)

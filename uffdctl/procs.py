@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import BufferedReader
 
 from . import errors, smaps
 from .fdinfo import UffdDescriptor, list_fds, userfaultfds
@@ -93,6 +94,20 @@ def _read_bytes(path: str) -> bytes:
     # A large buffer: /proc/PID/smaps of a big process is tens of MB.
     with open(path, "rb", buffering=1 << 20) as f:
         return f.read()
+
+
+class _Counted:
+    """A file's readinto that counts what it read (0 in all: the process had already gone)."""
+
+    def __init__(self, f: BufferedReader) -> None:
+        self.f, self.size = f, 0
+
+    def __call__(self, view: memoryview) -> int:
+        # smaps hands out about one entry per read(); the buffered reader's readinto gathers
+        # them in C until the view is full, so the Python work is per piece, not per entry.
+        n = self.f.readinto(view)
+        self.size += n
+        return n
 
 
 def parse_stat(text: str) -> Stat | None:
@@ -202,17 +217,25 @@ def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
                                   errors.USAGE)
     stat = read_stat(pid)
     _check_user_process(pid, stat)
+    path = f"/proc/{pid}/smaps"
     try:
-        text = _read_bytes(f"/proc/{pid}/smaps")
+        if all_regions:
+            text = _read_bytes(path)
+            size = len(text)
+            regions = smaps.parse_smaps(text)
+        else:
+            with open(path, "rb") as f:
+                read = _Counted(f)
+                regions = smaps.scan_registered(read)
+            size = read.size
     except PermissionError:
         raise _denied(pid, "the memory map (/proc/PID/smaps)") from None
     except (FileNotFoundError, ProcessLookupError):
         raise _gone(pid) from None
-    if not text:
+    if not size:
         # A user process always has mappings: it exited (or became a zombie) meanwhile.
         _check_user_process(pid, read_stat(pid))
         raise _gone(pid)
-    regions = smaps.parse_smaps(text, registered_only=not all_regions)
     try:
         uffds = userfaultfds(pid)
     except PermissionError:

@@ -4,14 +4,16 @@ The parser takes text, not a pid, so it can be tested on any input: it never rai
 content (lines it does not understand are skipped, unknown mnemonics are kept raw) because
 /proc formats change between releases and a process may exit mid-read (truncated text).
 
-Speed: a process may have ~65,000 mappings (a JVM, a VM with many memslots).  With
-``registered_only`` the parser looks at the VmFlags line of each entry and fully parses only
-the registered ones, so most of the text is never split into fields.
+Speed: a process may have ~65,000 mappings (a JVM, a VM with many memslots), 46 MB of smaps.
+Looking for registered regions (``registered_only``, :func:`scan_registered`) finds the VmFlags
+lines naming a userfaultfd mode and fully parses only those entries, so most of the text is
+never split into fields; :func:`scan_registered` also reads it piece by piece.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import abi
@@ -105,7 +107,7 @@ def _parse_text(text: str) -> list[Region]:
             for k, h in enumerate(headers)]
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes | bytearray) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
@@ -114,15 +116,51 @@ def parse_smaps(data: str | bytes, registered_only: bool = False) -> list[Region
     if not registered_only:
         return _parse_text(data if isinstance(data, str) else _decode(data))
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-    regions = []
-    for m in _REGISTERED_FLAGS.finditer(raw):
+    regions: list[Region] = []
+    _registered_in(raw, len(raw), regions)
+    return regions
+
+
+def _registered_in(raw: bytes | bytearray, end: int, regions: list[Region]) -> None:
+    """Append the registered regions in raw[:end]."""
+    for m in _REGISTERED_FLAGS.finditer(raw, 0, end):
         # The entry runs from just after the previous VmFlags line to the end of this one;
         # its header is the last header line in that stretch (odd lines are skipped).
         prev = raw.rfind(b"\nVmFlags:", 0, m.start())
         begin = 0 if prev < 0 else raw.find(b"\n", prev + 1) + 1
-        end = raw.find(b"\n", m.start())
-        chunk = _decode(raw[begin:len(raw) if end < 0 else end])
-        found = _parse_text(chunk)
+        line_end = raw.find(b"\n", m.start(), end)
+        found = _parse_text(_decode(raw[begin:end if line_end < 0 else line_end]))
         if found and found[-1].registered:
             regions.append(found[-1])
-    return regions
+
+
+def scan_registered(readinto: Callable[[memoryview], int], chunk: int = 1 << 18
+                    ) -> list[Region]:
+    """The registered regions of smaps text read piece by piece with ``readinto`` (a file's
+    readinto: 0 at the end).
+
+    smaps of a big process is tens of MB: it goes through one reused buffer and is never held
+    whole.  Each fill is scanned up to the end of its last VmFlags line (the last line of an
+    entry, fs/proc/task_mmu.c show_smap); the rest moves to the front and waits for more.
+    """
+    regions: list[Region] = []
+    buf = bytearray(chunk)
+    filled = 0
+    while True:
+        if filled == len(buf):
+            buf.extend(bytes(len(buf)))  # no VmFlags line in a whole buffer: odd content
+        with memoryview(buf) as whole, whole[filled:] as free:
+            n = readinto(free)
+        if not n:
+            _registered_in(buf, filled, regions)
+            return regions
+        end = filled + n
+        last_line = buf.rfind(b"\n", 0, end)
+        flags_at = buf.rfind(b"\nVmFlags:", 0, last_line) if last_line > 0 else -1
+        if flags_at < 0:
+            filled = end
+            continue
+        cut = buf.find(b"\n", flags_at + 1) + 1
+        _registered_in(buf, cut, regions)
+        buf[:end - cut] = buf[cut:end]
+        filled = end - cut
