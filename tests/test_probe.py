@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from typing import Any
 
 import pytest
 import seccomp
-from conftest import NOBODY
+from conftest import NOBODY, ROOT
 
 from uffdctl import abi, access, memtypes, probe, uffd
 
@@ -235,3 +236,20 @@ def test_hugetlbfs_mount_point_is_shown_inert(run_cli, tmp_path) -> None:  # typ
         subprocess.run(["umount", str(target)], check=True)
     assert "\x1b]0;" not in out and "\x07" not in out
     assert "x\\x1b]0;pwn\\x07[bold]y" in out
+
+
+@pytest.mark.parametrize("args", [["probe"], ["probe", "--json"], ["ps"], ["ps", "--json"],
+                                  ["inspect", str(os.getpid())], ["--help"], ["--version"],
+                                  ["demo", "minor", "--help"]])
+def test_reader_going_away_is_not_a_failure(args: list[str]) -> None:
+    """`uffdctl ps | head`: the pipe's reader is gone before uffdctl writes (EPIPE on the
+    first write).  Exit 0 and nothing on stderr, tables (rich) and JSON alike."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        res = subprocess.run([sys.executable, "-m", "uffdctl", *args], stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60,
+                             env={**os.environ, "NO_COLOR": "1"})
+    finally:
+        os.close(write_end)
+    assert (res.returncode, res.stderr) == (0, "")

@@ -17,7 +17,28 @@ from . import __version__, errors
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+class _ReaderGone(Exception):
+    """stdout's reader went away (`uffdctl ps | head`)."""
+
+
+class _Group(click.Group):
+    # click answers EPIPE itself with exit status 1; main() ends it quietly instead.  Parsing
+    # (make_context) prints --help and --version, invoke() everything else.
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as exc:
+            raise _ReaderGone from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _ReaderGone from exc
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", "-V", prog_name="uffdctl",
                       message="%(prog)s %(version)s")
 def cli() -> None:
@@ -404,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("uffdctl: interrupted", err=True)
         status = errors.INTERRUPTED
-    except BrokenPipeError:
+    except (_ReaderGone, BrokenPipeError):
         # The reader went away (`uffdctl ps | head`): not an error worth a traceback.
         import os
 

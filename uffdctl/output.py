@@ -49,11 +49,17 @@ def console(stderr: bool = False) -> Console:
     """A rich Console: colour only on a terminal and without NO_COLOR; plain text when piped."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own answer is SystemExit(1); the reader going away (`uffdctl ps | head`)
+            # is not a failure, and main() ends it quietly, as it does for JSON.
+            raise BrokenPipeError
+
     stream = sys.stderr if stderr else sys.stdout
     tty = color_wanted(stream)
-    return Console(file=stream, no_color=not tty, force_terminal=tty or None,
-                   highlight=False, emoji=False, markup=True,
-                   width=None if tty else 100)
+    return _Console(file=stream, no_color=not tty, force_terminal=tty or None,
+                    highlight=False, emoji=False, markup=True,
+                    width=None if tty else 100)
 
 
 def dump_json(obj: Any, stream: TextIO | None = None) -> None:
