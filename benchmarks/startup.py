@@ -40,7 +40,10 @@ def median_seconds(cmd: list[str], runs: int) -> float:
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        # cwd "/": `python -m uffdctl` run from the source tree would import that, not the
+        # installed package.
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                       cwd="/")
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -253,3 +253,20 @@ def test_reader_going_away_is_not_a_failure(args: list[str]) -> None:
     finally:
         os.close(write_end)
     assert (res.returncode, res.stderr) == (0, "")
+
+
+def test_kconfig_matches_the_kernels_config_line_by_line() -> None:
+    import gzip
+
+    if not os.path.exists("/proc/config.gz"):
+        pytest.skip("this kernel does not expose /proc/config.gz")
+    expected = {}
+    with gzip.open("/proc/config.gz", "rt") as f:
+        for line in f:
+            if line.startswith("CONFIG_"):
+                key, _, value = line.strip().partition("=")
+                expected[key] = value
+            elif line.startswith("# CONFIG_") and line.rstrip().endswith(" is not set"):
+                expected[line.split()[1]] = "n"
+    symbols = (*expected, "CONFIG_UFFDCTL_NO_SUCH_SYMBOL")
+    assert access.kconfig(symbols) == {**expected, "CONFIG_UFFDCTL_NO_SUCH_SYMBOL": "n"}

@@ -12,7 +12,7 @@ candidate.  Bits a newer kernel adds that this table does not know are kept and 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from typing import NamedTuple
 
 UFFD_API = 0xAA
 UFFDIO_TYPE = 0xAA
@@ -60,8 +60,12 @@ def machine() -> str:
     return platform.machine()
 
 
-@dataclass(frozen=True)
-class Feature:
+class Feature(NamedTuple):
+    """A UFFD_FEATURE_* bit of struct uffdio_api.features.
+
+    The ABI's records are named tuples, not dataclasses: each dataclass is built with
+    several exec() calls, and start-up (`probe --json`) pays for every one."""
+
     bit: int
     name: str  # without the UFFD_FEATURE_ prefix
     first: str
@@ -122,8 +126,9 @@ FEATURE_BY_BIT = {f.bit: f for f in FEATURES}
 FEATURE_BY_KEY = {f.key: f for f in FEATURES}
 
 
-@dataclass(frozen=True)
-class Ioctl:
+class Ioctl(NamedTuple):
+    """A UFFDIO_* ioctl: its number and argument struct."""
+
     name: str  # without the UFFDIO_ prefix, lower case is the key
     nr: int
     direction: str  # "_IO", "_IOR", "_IOW", "_IOWR"
@@ -200,8 +205,9 @@ USERFAULTFD_IOC_NEW = ioc("_IO", UFFDIO_TYPE, 0x00, 0)
 UFFDIO_CONTINUE_RC_ONLY = ioc("_IOR", UFFDIO_TYPE, 0x07, 32)
 
 
-@dataclass(frozen=True)
-class RegisterMode:
+class RegisterMode(NamedTuple):
+    """A UFFDIO_REGISTER_MODE_* bit and the VM flag it sets on the registered VMA."""
+
     name: str  # lower case: the name used in the matrix and on the command line
     value: int
     first: str
@@ -237,8 +243,9 @@ def mode_value(combo: str) -> int:
 UFFD_MSG_SIZE = 32
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """A UFFD_EVENT_* code of struct uffd_msg."""
+
     name: str
     code: int
     first: str
@@ -284,8 +291,9 @@ UFFDIO_CONTINUE_MODE_WP = 1 << 1
 UFFDIO_POISON_MODE_DONTWAKE = 1 << 0
 
 
-@dataclass(frozen=True)
-class VmFlag:
+class VmFlag(NamedTuple):
+    """A two-letter VmFlags mnemonic of /proc/PID/smaps (fs/proc/task_mmu.c)."""
+
     mnemonic: str
     flag: str
     bit: int  # 7.2's bit number on 64-bit; -1 where it varies by arch

@@ -24,6 +24,8 @@ DEV = "/dev/userfaultfd"
 
 @dataclass
 class DevNode:
+    """/dev/userfaultfd (5.11+) as this process sees it."""
+
     exists: bool
     mode: str = ""  # e.g. "0600"
     uid: int = -1
@@ -33,6 +35,8 @@ class DevNode:
 
 @dataclass
 class Context:
+    """What decides whether this process may open a userfaultfd."""
+
     uid: int
     euid: int
     cap_sys_ptrace: bool
@@ -46,6 +50,8 @@ class Context:
 
 @dataclass
 class Method:
+    """One way to open a userfaultfd, tried for real, and why it failed."""
+
     name: str
     ok: bool
     errno: str | None = None
@@ -56,6 +62,8 @@ class Method:
 
 @dataclass
 class AccessReport:
+    """The context and every way to open a userfaultfd."""
+
     context: Context
     methods: list[Method] = field(default_factory=list)
 
@@ -115,22 +123,39 @@ def _read_sysctl() -> int | None:
         return None
 
 
+_config: list[str | None] = []  # /proc/config.gz, read once per process
+
+
+def _config_text() -> str | None:
+    if not _config:
+        import zlib
+
+        try:
+            with open("/proc/config.gz", "rb") as f:
+                # One decompression of the whole file: reading it line by line through
+                # gzip.open costs milliseconds, the start-up budget of `probe --json`.
+                _config.append("\n" + zlib.decompress(f.read(), 16 + zlib.MAX_WBITS)
+                               .decode("utf-8", "replace"))
+        except (OSError, zlib.error):
+            _config.append(None)
+    return _config[0]
+
+
 def kconfig(symbols: tuple[str, ...]) -> dict[str, str] | None:
     """Values of the given CONFIG_ symbols from /proc/config.gz ("n" when unset); None when
     the kernel does not expose its config."""
-    import gzip
-
-    want = set(symbols)
-    found = dict.fromkeys(symbols, "n")
-    try:
-        with gzip.open("/proc/config.gz", "rt", errors="replace") as f:
-            for line in f:
-                if line.startswith("CONFIG_"):
-                    key, _, value = line.strip().partition("=")
-                    if key in want:
-                        found[key] = value
-    except (OSError, EOFError):
+    text = _config_text()
+    if text is None:
         return None
+    found = {}
+    for symbol in symbols:
+        at = text.find(f"\n{symbol}=")
+        if at < 0:
+            found[symbol] = "n"  # "# CONFIG_X is not set", or not there at all
+        else:
+            start = at + len(symbol) + 2
+            end = text.find("\n", start)
+            found[symbol] = text[start:None if end < 0 else end].strip()
     return found
 
 

@@ -21,6 +21,8 @@ LOCK_PATH = "/run/lock/uffdctl-hugepages.lock"
 
 @dataclass
 class Pool:
+    """One huge page size: /sys/kernel/mm/hugepages/hugepages-<size>kB."""
+
     size_kb: int
     nr: int
     free: int
@@ -41,6 +43,8 @@ class Pool:
 
 @dataclass
 class HugePages:
+    """Every pool, the default size and the hugetlbfs mounts."""
+
     default_size_kb: int
     pools: list[Pool] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)  # hugetlbfs mount points
@@ -157,6 +161,8 @@ def _pool_file(size_kb: int) -> str:
 
 @dataclass
 class Reservation:
+    """What reserve() did to the pool, so that exactly that is given back."""
+
     size_kb: int
     added: int  # pages this run added to the pool (0: the pool had enough)
     before: int  # nr_hugepages before

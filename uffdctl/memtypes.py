@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import hugepages, uffd
 
@@ -38,8 +39,9 @@ class Area:
         return self.addr + index * self.page_size
 
 
-@dataclass(frozen=True)
-class MemoryType:
+class MemoryType(NamedTuple):
+    """A memory type as the kernel selftests have them (uffd-common.c): its operations."""
+
     name: str  # as in the probe matrix and on the command line
     kind: str  # "anon", "shmem" or "hugetlb": what smaps and the features call it
     shared: bool

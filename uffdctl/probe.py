@@ -9,7 +9,6 @@ The kernel over-reports (facts §10.7: MOVE is listed on shmem and fails), so "l
 
 from __future__ import annotations
 
-import difflib
 import errno as _errno
 import os
 import platform
@@ -37,6 +36,8 @@ _MODE_FEATURES = {
 
 @dataclass
 class Kernel:
+    """The running kernel: release, machine and the Kconfig symbols that matter."""
+
     release: str
     machine: str
     config: dict[str, str] | None  # None: /proc/config.gz not readable
@@ -44,6 +45,8 @@ class Kernel:
 
 @dataclass
 class FeatureStatus:
+    """A feature bit: offered by the handshake, and usable when requested alone."""
+
     name: str
     bit: int
     first: str
@@ -55,6 +58,8 @@ class FeatureStatus:
 
 @dataclass
 class Api:
+    """The UFFDIO_API handshake with features=0, decoded."""
+
     features_mask: int
     ioctls_mask: int
     features: list[FeatureStatus]
@@ -63,6 +68,8 @@ class Api:
 
 @dataclass
 class Cell:
+    """One memory type and register mode of the matrix, really registered."""
+
     memory: str
     mode: str
     status: str  # ok, unsupported, denied, no-hugepages, error
@@ -85,6 +92,8 @@ class Cell:
 
 @dataclass
 class ProbeReport:
+    """Everything `uffdctl probe` found out."""
+
     kernel: Kernel
     access: access.AccessReport
     api: Api | None  # None when no userfaultfd could be opened
@@ -344,6 +353,8 @@ class RequirementError(ValueError):
 
 @dataclass(frozen=True)
 class Requirement:
+    """A --require: a feature, a matrix cell or an ioctl."""
+
     kind: str  # "feature", "cell" or "ioctl"
     key: str  # feature key, "mode:memory", or ioctl key
     text: str  # as the user wrote it
@@ -351,6 +362,8 @@ class Requirement:
 
 @dataclass(frozen=True)
 class RequirementResult:
+    """A --require checked against the report."""
+
     requirement: Requirement
     met: bool
     reason: str
@@ -376,6 +389,8 @@ def parse_requirement(text: str) -> Requirement:
         ioctl = abi.normalize_ioctl(name)
         if ioctl:
             return Requirement("ioctl", ioctl, text)
+    import difflib  # only for a name nobody knows: not paid on every probe
+
     close = difflib.get_close_matches(name.lower().removeprefix("uffd_feature_")
                                       .removeprefix("uffdio_"), _all_names(), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else (

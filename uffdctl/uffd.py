@@ -18,7 +18,6 @@ import errno as _errno
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import abi
@@ -410,8 +409,9 @@ assert ctypes.sizeof(PmScanArg) == abi.PM_SCAN_ARG_SIZE
 assert ctypes.sizeof(PageRegion) == abi.PAGE_REGION_SIZE
 
 
-@dataclass(frozen=True)
-class ScanRegion:
+class ScanRegion(NamedTuple):
+    """struct page_region from PAGEMAP_SCAN: a range and its categories."""
+
     start: int
     end: int
     categories: int
