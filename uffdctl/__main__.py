@@ -18,7 +18,7 @@ def run() -> None:
     try:
         main()
     except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else 1
+        status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     else:
         status = 0
     # Everything is cleaned up and reported by now.  Tearing the interpreter down (freeing

@@ -10,6 +10,7 @@ in a child user namespace, or with the sysctl at 0.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -123,22 +124,19 @@ def _read_sysctl() -> int | None:
         return None
 
 
-_config: list[str | None] = []  # /proc/config.gz, read once per process
-
-
+@functools.cache
 def _config_text() -> str | None:
-    if not _config:
-        import zlib
+    """/proc/config.gz, read once per process."""
+    import zlib
 
-        try:
-            with open("/proc/config.gz", "rb") as f:
-                # One decompression of the whole file: reading it line by line through
-                # gzip.open costs milliseconds, the start-up budget of `probe --json`.
-                _config.append("\n" + zlib.decompress(f.read(), 16 + zlib.MAX_WBITS)
-                               .decode("utf-8", "replace"))
-        except (OSError, zlib.error):
-            _config.append(None)
-    return _config[0]
+    try:
+        with open("/proc/config.gz", "rb") as f:
+            # One decompression of the whole file: reading it line by line through gzip.open
+            # costs milliseconds, the start-up budget of `probe --json`.
+            return "\n" + zlib.decompress(f.read(), 16 + zlib.MAX_WBITS).decode("utf-8",
+                                                                                "replace")
+    except (OSError, zlib.error):
+        return None
 
 
 def kconfig(symbols: tuple[str, ...]) -> dict[str, str] | None:
