@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from uffdctl import demo, hugepages  # noqa: E402
+from uffdctl import demo, hugepages, scenarios  # noqa: E402
 
 TARGET = 1.5
 
@@ -54,7 +54,7 @@ def run_python(backing: str, pages: int, cpus: str) -> tuple[float, float]:
     cfg = demo.DemoConfig(mode="minor", backing=backing, pages=pages, cpus=cpus,
                           reserve=False)
     events: list[object] = []
-    s = demo.run_demo(cfg, events.append)  # as --json does: every event is kept
+    s = scenarios.run(cfg, events.append)  # as --json does: every event is kept
     if not s.ok:
         sys.exit(f"demo_roundtrip: uffdctl demo failed: {s.error}")
     return statistics.median(s.latency_ns), statistics.median(s.floor_ns)

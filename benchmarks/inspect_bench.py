@@ -4,16 +4,26 @@ and `uffdctl ps` over every process as a ratio to `lsfd`, each pair in the same 
 Targets: inspect <= 1.5x cat (the kernel's own cost of producing smaps dominates; the parser
 must add little), ps <= 1x lsfd.  uffdctl is measured installed, as users run it (see
 startup.py).
-Usage: python benchmarks/inspect_bench.py [--mappings N] [--runs N]
+
+--psutil N instead compares, with N extra `sleep` processes, the /proc reading uffdctl does by
+hand with psutil's equivalents, in this interpreter (which needs psutil): the numbers in
+uffdctl/procfs.py come from it.
+Usage: python benchmarks/inspect_bench.py [--mappings N] [--runs N] [--psutil N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,6 +56,122 @@ def verdict(name: str, ours: float, base: float, target: float) -> bool:
     return ok
 
 
+def _median_ms(fn: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _import_ms(module: str, runs: int) -> float:
+    """Cumulative import time of ``module`` once uffdctl's own /proc modules are loaded."""
+    found = []
+    for _ in range(runs):
+        res = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                              f"import uffdctl.procs; import {module}"],
+                             capture_output=True, text=True, check=True, cwd="/")
+        m = re.search(rf"\|\s*(\d+) \| {re.escape(module)}$", res.stderr, re.MULTILINE)
+        if m:
+            found.append(int(m.group(1)) / 1e3)
+    return statistics.median(found)
+
+
+Pair = tuple[str, Callable[[], object] | None, Callable[[], object]]
+
+
+def _fd_scan(pids: Callable[[], list[int]]) -> Callable[[], int]:
+    """What `uffdctl ps` does for every process: does one of its fds link to a userfaultfd?"""
+    from uffdctl.fdinfo import is_userfaultfd, list_fds
+
+    def scan() -> int:
+        hits = 0
+        for pid in pids():
+            try:
+                hits += any(is_userfaultfd(link) for _, link in list_fds(pid))
+            except OSError:
+                pass
+        return hits
+    return scan
+
+
+def _each(pids: list[int], fn: Callable[[int], object], errors: type[Exception]
+          ) -> Callable[[], None]:
+    def run() -> None:
+        for pid in pids:
+            try:
+                fn(pid)
+            except errors:
+                pass
+    return run
+
+
+def _psutil_pairs(psutil: Any, pids: list[int]) -> list[Pair]:
+    """(what, uffdctl's way, psutil's way) for each /proc read both could do."""
+    from uffdctl import procfs
+
+    def fresh_iter() -> list[int]:
+        # A `uffdctl ps` starts with process_iter()'s cache of Process objects empty: each
+        # new one reads /proc/PID/stat for its identity (create time).
+        psutil.process_iter.cache_clear()
+        return [p.pid for p in psutil.process_iter()]
+
+    def open_files() -> None:
+        psutil.process_iter.cache_clear()
+        for p in psutil.process_iter():
+            try:
+                p.open_files()
+            except psutil.Error:
+                pass
+
+    def state(pid: int) -> None:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            p.status(), p.name()
+
+    return [
+        ("ps: every pid's fd links",
+         _fd_scan(lambda: sorted(int(n) for n in os.listdir("/proc") if n.isdigit())),
+         _fd_scan(fresh_iter)),
+        ("ps: psutil open_files() (no anon_inode links)", None, open_files),
+        ("state and comm of every pid",
+         _each(pids, lambda pid: procfs.parse_stat(procfs.read_text(f"/proc/{pid}/stat")),
+               OSError),
+         _each(pids, state, psutil.Error)),
+        ("owner uid of every pid",
+         _each(pids, lambda pid: os.stat(f"/proc/{pid}").st_uid, OSError),
+         _each(pids, lambda pid: psutil.Process(pid).uids(), psutil.Error)),
+        ("thread ids of every pid",
+         _each(pids, lambda pid: os.listdir(f"/proc/{pid}/task"), OSError),
+         _each(pids, lambda pid: psutil.Process(pid).threads(), psutil.Error)),
+    ]
+
+
+def compare_psutil(extra: int, runs: int) -> None:
+    """uffdctl's hand-written /proc reads against psutil's, each pair on the same processes."""
+    try:
+        import psutil
+    except ImportError:
+        print("psutil not installed in this interpreter: nothing to compare")
+        return
+    sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(extra)]
+    try:
+        pids = sorted(int(n) for n in os.listdir("/proc") if n.isdigit())
+        print(f"{len(pids)} processes ({extra} sleep), psutil {psutil.__version__}, "
+              f"median of {runs} (ms):")
+        for name, hand, other in _psutil_pairs(psutil, pids):
+            mine = f"{_median_ms(hand, runs):7.1f}" if hand else "      -"
+            print(f"  {name:48s} hand {mine}   psutil {_median_ms(other, runs):7.1f}")
+    finally:
+        for p in sleepers:
+            p.kill()
+        for p in sleepers:
+            p.wait()
+    print(f"  import psutil after uffdctl.procs: {_import_ms('psutil', 21):.1f} ms "
+          "(python -X importtime, median of 21)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +179,12 @@ def main() -> int:
         limit = int(f.read())
     ap.add_argument("--mappings", type=int, default=min(65_000, limit - 400))
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--psutil", type=int, default=None, metavar="N",
+                    help="compare the /proc reading with psutil's on N extra processes")
     args = ap.parse_args()
+    if args.psutil is not None:
+        compare_psutil(args.psutil, max(args.runs, 9))
+        return 0
     py = sys.executable
     bindir = installed()
     holder = subprocess.Popen([py, "-c", MANY_MAPPINGS, str(args.mappings)],

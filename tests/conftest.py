@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -29,8 +28,6 @@ from uffdctl import hugepages as hp
 ROOT = Path(__file__).resolve().parent.parent
 SYSCTL_LOCK = "/run/lock/uffdctl-sysctl.lock"
 IS_ROOT = os.geteuid() == 0
-
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="changes system settings: run as root")
 
 
 def _read(path: str) -> str:
@@ -159,12 +156,11 @@ def nobody_python() -> Iterator[tuple[str, dict[str, str]]]:
     import click
     import markdown_it
     import mdurl
-    import psutil
     import pygments
     import rich
 
     import uffdctl
-    for mod in (uffdctl, click, rich, psutil, pygments, markdown_it, mdurl):
+    for mod in (uffdctl, click, rich, pygments, markdown_it, mdurl):
         src = Path(mod.__file__ or "").parent
         shutil.copytree(src, Path(tmp) / src.name, ignore=shutil.ignore_patterns("__pycache__"))
     for dirpath, dirnames, filenames in os.walk(tmp):
@@ -174,7 +170,6 @@ def nobody_python() -> Iterator[tuple[str, dict[str, str]]]:
             os.chmod(os.path.join(dirpath, n), 0o644)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": tmp, "PYTHONDONTWRITEBYTECODE": "1",
            "HOME": "/", "LANG": "C.UTF-8", "NO_COLOR": "1"}
-    _ = sysconfig  # the copy above stands in for site-packages
     try:
         yield python, env
     finally:

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from uffdctl import abi
 
-# Request values from shared/reference/userfaultfd-facts.md §2.1 (x86_64 and aarch64).
+# Request values as the kernel header defines them (include/uapi/linux/userfaultfd.h, generic
+# _IOC encoding: x86_64, aarch64, riscv64, loongarch64, i386).
 REQUESTS = {
     "api": 0xC018AA3F, "register": 0xC020AA00, "unregister": 0x8010AA01, "wake": 0x8010AA02,
     "copy": 0xC028AA03, "zeropage": 0xC020AA04, "move": 0xC028AA05,

@@ -23,7 +23,7 @@ from demo_util import (
     summary,
 )
 
-from uffdctl import demo, errors
+from uffdctl import demo, errors, scenarios
 
 
 def test_shmem_every_byte_verified(run_cli) -> None:  # type: ignore[no-untyped-def]
@@ -123,7 +123,7 @@ def test_stalled_handler_times_out_and_releases_the_thread(run_cli) -> None:  # 
 def test_interrupt_at_every_event_releases_everything(hugepages) -> None:  # type: ignore[no-untyped-def]
     cfg = demo.DemoConfig(pages=4, threads=2)
     with hugepages(8):
-        total = demo.run_demo(cfg, Interrupt(0)).messages  # a full run counts the events
+        total = scenarios.run(cfg, Interrupt(0)).messages  # a full run counts the events
         assert total >= 4
         nr_free = pool_state()
         fds_before, maps_before = fds(), maps()
@@ -132,7 +132,7 @@ def test_interrupt_at_every_event_releases_everything(hugepages) -> None:  # typ
         while True:
             stop = Interrupt(n)
             try:
-                demo.run_demo(cfg, stop)
+                scenarios.run(cfg, stop)
             except KeyboardInterrupt:
                 pass
             else:

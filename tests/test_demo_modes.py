@@ -8,7 +8,7 @@ import os
 import pytest
 from demo_util import Interrupt, faults, fds, maps, sigint_at_random_moments, summary
 
-from uffdctl import demo
+from uffdctl import demo, scenarios
 
 BASE = os.sysconf("SC_PAGE_SIZE")
 HUGE = 2 << 20
@@ -155,12 +155,12 @@ def test_nobody_hugetlb_without_pages_is_exit_3(as_nobody, no_free_hugepages) ->
 def test_interrupt_at_every_event_releases_everything(cfg: demo.DemoConfig) -> None:
     # A full run first: glibc keeps the stacks of finished threads mapped for reuse, which
     # is not a leak of ours.
-    assert demo.run_demo(cfg, lambda _e: None).ok
+    assert scenarios.run(cfg, lambda _e: None).ok
     fds_before, maps_before = fds(), maps()
     n = 1
     while True:
         try:
-            demo.run_demo(cfg, Interrupt(n))
+            scenarios.run(cfg, Interrupt(n))
         except KeyboardInterrupt:
             pass
         else:

@@ -16,14 +16,14 @@ import seccomp
 from conftest import NOBODY, ROOT
 
 from uffdctl import probe
-from uffdctl.render import formats
+from uffdctl.render import documents, formats
 
 pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    return probe.report_to_json(probe.run_probe(check_ioctls=True))
+    return documents.probe_json(probe.run_probe(check_ioctls=True))
 
 
 def _kv(text: str) -> dict[str, str]:

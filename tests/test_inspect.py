@@ -3,25 +3,29 @@ that registers regions in every mode, plus bad pids, races and the parsers' prop
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import queue
 import random
-import signal
+import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uffdctl import abi, errors, fdinfo, procs, smaps
+from uffdctl import abi, errors, fdinfo, procfs, procs, smaps
 
 HOLDER = str(ROOT / "tests" / "helpers" / "uffd_holder.py")
+PR_SET_NAME = 15  # include/uapi/linux/prctl.h
 
 
 @contextmanager
@@ -36,6 +40,28 @@ def holder(*args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]
     finally:
         proc.kill()
         proc.wait()
+
+
+def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``condition`` until it returns something true; fail naming ``what`` at the
+    deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.01)
+    pytest.fail(f"no {what} after {timeout:.0f} s")
+
+
+def _state(pid: int) -> str | None:
+    stat = procfs.parse_stat(procfs.read_detail(f"/proc/{pid}/stat") or "")
+    return stat.state if stat else None
+
+
+def _zombie(pid: int) -> None:
+    """Until the forked child has exited and is not reaped: a zombie."""
+    _wait_for(lambda: _state(pid) == "Z", f"zombie state for pid {pid}")
 
 
 def _inspect_json(run_cli: Callable[..., Any], pid: int, *extra: str) -> dict[str, Any]:
@@ -101,8 +127,7 @@ def test_hugetlb_regions(run_cli, hugepages) -> None:  # type: ignore[no-untyped
 
 
 def test_pending_fault_and_stuck_thread(run_cli) -> None:  # type: ignore[no-untyped-def]
-    with holder("--fault") as (proc, info):
-        time.sleep(0.1)
+    with holder("--fault") as (proc, info):  # the holder answers once the thread is stuck
         doc = _inspect_json(run_cli, proc.pid)
         text = run_cli("inspect", str(proc.pid))
     a = info["uffds"]["A"]
@@ -117,7 +142,6 @@ def test_pending_fault_and_stuck_thread(run_cli) -> None:  # type: ignore[no-unt
 
 def test_ps_lists_the_holder(run_cli) -> None:  # type: ignore[no-untyped-def]
     with holder("--fault") as (proc, _info):
-        time.sleep(0.1)
         res = run_cli("ps", "--json")
         plain = run_cli("ps")
     assert res.returncode == 0, res.stderr
@@ -130,7 +154,166 @@ def test_ps_lists_the_holder(run_cli) -> None:  # type: ignore[no-untyped-def]
     assert str(proc.pid) in plain.stdout
 
 
+# ----- attribution, ps columns, the error mapping --------------------------------------------
+
+def _uffd(fd: int, *features: str, initialized: bool = True) -> fdinfo.UffdDescriptor:
+    mask = abi.features_mask(features) | (abi.UFFD_FEATURE_INITIALIZED if initialized else 0)
+    return fdinfo.UffdDescriptor(fd, fdinfo.FdInfo(features_mask=mask))
+
+
+_BACKING = {"anon": ([], "", 0), "shmem": (["sh"], "/memfd:x (deleted)", 5),
+            "hugetlb": (["sh", "ht"], "/memfd:h (deleted)", 6), "file": (["sh"], "/srv/data", 7)}
+
+
+def _region(start: int, memory: str, *modes: str) -> smaps.Region:
+    flags, path, inode = _BACKING[memory]
+    r = smaps.Region(start, start + 4096, "rw-s", 0, "00:01", inode, path,
+                     ["rd", "wr", *flags, *(abi.MODE_BY_NAME[m].mnemonic for m in modes)])
+    assert r.memory == memory and r.modes == list(modes)
+    return r
+
+
+def _owner(memory: str, modes: tuple[str, ...], *uffds: fdinfo.UffdDescriptor
+           ) -> tuple[list[int], bool]:
+    owner = procs.attribute([_region(0x1000, memory, *modes)], list(uffds))[0x1000]
+    return owner.fds, owner.certain
+
+
+def test_attribution_evidence_comes_from_the_mode_support_table() -> None:
+    rules = procs._rules()
+    assert set(rules) == {(row.mode, row.memory) for row in abi.MODE_SUPPORT}
+    assert rules["wp", "shmem"].evidence == {"wp_hugetlbfs_shmem"}
+    assert rules["missing", "shmem"].evidence == {"missing_shmem"}
+    assert rules["wp", "file"].required == {"wp_async"}
+    assert all(not rules[row.mode, "anon"].evidence for row in abi.MODE_SUPPORT
+               if row.memory == "anon")
+
+
+def test_attribution_rules() -> None:
+    a, b = _uffd(3, "missing_shmem", "minor_shmem"), _uffd(4, "pagefault_flag_wp")
+    # Only the evidence picks: both may have, one asked for what shmem minor needs.
+    assert _owner("shmem", ("minor",), a, b) == ([3], False)
+    # Anon needs nothing a program asks for only for it: both, never guessed.
+    assert _owner("anon", ("wp",), a, b) == ([3, 4], False)
+    # Nobody asked for missing_hugetlbfs: no evidence either way, every candidate.
+    assert _owner("hugetlb", ("missing",), a, b) == ([3, 4], False)
+    # The kernel refuses WP on a plain file without WP_ASYNC: the one that has it is certain.
+    c = _uffd(5, "pagefault_flag_wp", "wp_async")
+    assert _owner("file", ("wp",), a, b, c) == ([5], True)
+    assert _owner("file", ("wp",), a, b) == ([], False)
+    # Every mode must fit: missing+wp on shmem needs evidence of both.
+    d = _uffd(6, "missing_shmem", "wp_hugetlbfs_shmem")
+    e = _uffd(7, "wp_hugetlbfs_shmem")
+    assert _owner("shmem", ("missing", "wp"), a, d, e) == ([6], False)
+    assert _owner("shmem", ("missing", "wp"), a, e) == ([3, 7], False)
+    # A mode the kernel never allows on that memory: the candidates, nothing to go by.
+    assert _owner("anon", ("minor",), a, b) == ([3, 4], False)
+    # One initialized descriptor is certain; one without UFFDIO_API is not a candidate...
+    assert _owner("shmem", ("missing",), a, _uffd(8, initialized=False)) == ([3], True)
+    # ...unless none is marked (before 5.15 the kernel did not mark the handshake).
+    old = [_uffd(3, "missing_shmem", initialized=False), _uffd(4, initialized=False)]
+    assert _owner("shmem", ("missing",), *old) == ([3], False)
+
+
+def test_ps_has_a_column_per_register_mode() -> None:
+    import io
+
+    from rich.console import Console
+
+    from uffdctl.render import documents
+    from uffdctl.render import inspect as view
+
+    regions = [_region(0x1000, "anon", "rwp"), _region(0x3000, "anon", "missing", "wp"),
+               _region(0x5000, "shmem", "missing")]
+    report = procs.ProcessReport(7, "vm", [], "S", regions, [_uffd(3)], [], 0, False)
+    row = procs._ps_row(report)
+    assert list(row.regions_by_mode.items()) == [("missing", 2), ("wp", 1), ("rwp", 1)]
+    ps = procs.PsReport([row], 10, {})
+    assert documents.ps_json(ps)["processes"][0]["regions_by_mode"] == {
+        "missing": 2, "wp": 1, "rwp": 1}
+    out = io.StringIO()
+    view.render_ps(ps, Console(file=out, width=200, force_terminal=False, no_color=True))
+    header, cells = [line.replace("|", " ").split() for line in out.getvalue().splitlines()
+                     if line.startswith("|")]
+    assert header == ["pid", "command", "uffds", *(m.name for m in abi.REGISTER_MODES),
+                      "pending", "stuck"]
+    assert cells == ["7", "vm", "1", "2", "1", "0", "1", "0", "0"]
+
+
+def test_proc_errors_map_to_the_documented_statuses() -> None:
+    me = os.getpid()
+    for err in (errno.EACCES, errno.EPERM):
+        exc = procfs.error(me, OSError(err, os.strerror(err)), "the memory map")
+        assert exc.status == errors.NO_ACCESS
+        assert exc.cause == f"not allowed to read the memory map of pid {me}: it belongs to " \
+                            f"uid {os.getuid()} and you are uid {os.geteuid()}"
+        assert "ptrace" in exc.fix
+    with open("/proc/sys/kernel/pid_max") as f:
+        never = int(f.read()) + 1
+    for err in (errno.ENOENT, errno.ESRCH):
+        exc = procfs.error(never, OSError(err, os.strerror(err)), "the open files")
+        assert (exc.status, exc.cause) == (errors.NO_PROCESS,
+                                           f"pid {never} exited while it was being read")
+    assert procfs.gone(never).cause == f"pid {never} exited while it was being read"
+    with pytest.raises(OSError) as raised:  # not a process's fate: raised as it is
+        procfs.error(me, OSError(errno.EIO, os.strerror(errno.EIO)), "the memory map")
+    assert raised.value.errno == errno.EIO
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        _zombie(pid)
+        exc = procfs.error(pid, OSError(errno.ESRCH, os.strerror(errno.ESRCH)), "the fds")
+        assert exc.status == errors.NO_PROCESS and "is a zombie" in exc.cause
+    finally:
+        os.waitpid(pid, 0)
+    with pytest.raises(errors.UffdctlError) as kthread:
+        procfs.user_process(2)  # kthreadd
+    assert kthread.value.status == errors.NO_PROCESS and "kernel thread" in kthread.value.cause
+
+
+def test_json_documents_need_no_rich() -> None:
+    code = ("import sys\n"
+            "from uffdctl.render import documents\n"
+            "from uffdctl import procs\n"
+            "doc = documents.ps_json(procs.scan_all())\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'psutil')))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
 # ----- watching ----------------------------------------------------------------------------
+
+class _Lines:
+    """A child's output read line by line in a thread, so a test can wait for a line with a
+    deadline instead of sleeping."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def wait_for(self, needle: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                pytest.fail(f"output ended without {needle!r}:\n{''.join(self.seen)}")
+            self.seen.append(line)
+            if needle in line:
+                return line
+        pytest.fail(f"no {needle!r} after {timeout:.0f} s:\n{''.join(self.seen)}")
+
 
 def test_watch_sees_a_region_appear_and_the_exit() -> None:
     with holder() as (proc, _info):
@@ -139,20 +322,50 @@ def test_watch_sees_a_region_appear_and_the_exit() -> None:
              str(proc.pid)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=ROOT, env={**os.environ, "NO_COLOR": "1"})
         try:
-            time.sleep(0.8)
+            assert watcher.stdout is not None and watcher.stderr is not None
+            out = _Lines(watcher.stdout)
+            out.wait_for("registered regions")  # the first look, printed whole
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write("more\n")
             proc.stdin.flush()
             added = json.loads(proc.stdout.readline())
-            time.sleep(0.6)
+            line = out.wait_for(f"+ region {added['start']:x}-{added['end']:x} ")
             proc.stdin.write("exit\n")
             proc.stdin.flush()
-            out, err = watcher.communicate(timeout=20)
+            watcher.wait(timeout=30)
+            err = watcher.stderr.read()
         finally:
             watcher.kill()
+            watcher.wait()
     assert watcher.returncode == 0, err
-    assert f"+ region {added['start']:x}-{added['end']:x} anon registered missing" in out
+    assert re.fullmatch(rf"\d\d:\d\d:\d\d \+ region {added['start']:x}-{added['end']:x} anon "
+                        r"registered missing\n", line), line
     assert f"pid {proc.pid} (python) exited" in err
+
+
+def test_watch_frames_follow_the_process() -> None:
+    with holder() as (proc, info):
+        frames = procs.watch(proc.pid, 0.02)
+        first = next(frames)
+        assert (first.changes, first.rate, first.exited) == ([], None, None)
+        assert {(r.start, r.end) for r in first.report.registered} == {
+            (r["start"], r["end"]) for r in info["regions"]}
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("more\n")
+        proc.stdin.flush()
+        added = json.loads(proc.stdout.readline())
+        changed = _wait_for(lambda: next(frames).changes, "frame with a change")
+        assert changed == [f"+ region {added['start']:x}-{added['end']:x} anon registered "
+                           "missing"]
+        proc.stdin.write("exit\n")
+        proc.stdin.flush()
+        last = _wait_for(lambda: next(frames).exited, "closing frame")
+        assert last.startswith(f"pid {proc.pid} (python) exited; watched for ")
+        assert next(frames, None) is None  # nothing after the closing frame
+    with holder() as (proc, _info):
+        counted = list(procs.watch(proc.pid, 0.01, count=3))
+    assert len(counted) == 3 and not any(f.exited for f in counted)
+    assert all(f.rate is not None and f.rate >= 0 for f in counted[1:])
 
 
 # ----- bad input -----------------------------------------------------------------------------
@@ -189,7 +402,7 @@ def test_zombie_is_exit_4(run_cli) -> None:  # type: ignore[no-untyped-def]
     if pid == 0:
         os._exit(0)
     try:
-        time.sleep(0.2)  # exited, not reaped: a zombie
+        _zombie(pid)
         res = run_cli("inspect", str(pid))
     finally:
         os.waitpid(pid, 0)
@@ -216,7 +429,6 @@ def test_nobody_ps_counts_what_it_cannot_read(as_nobody) -> None:  # type: ignor
 def test_untrusted_names_are_printed_inert(run_cli) -> None:  # type: ignore[no-untyped-def]
     name = "x\x1b]0;pwn\x07[bold]y"
     with holder("--fault", "--name", name) as (proc, _info):
-        time.sleep(0.1)
         plain = run_cli("inspect", str(proc.pid))
         tty = _under_pty([sys.executable, "-m", "uffdctl", "inspect", str(proc.pid)])
         ps = run_cli("ps")
@@ -293,7 +505,6 @@ def test_cli_on_exiting_processes_never_tracebacks(run_cli) -> None:  # type: ig
         if res.returncode == 4:
             assert len(res.stderr.strip().splitlines()) == 1
     os.kill(os.getpid(), 0)  # still here
-    _ = signal
 
 
 # ----- parsers: properties ----------------------------------------------------------------------
@@ -350,7 +561,7 @@ def test_smaps_round_trip(rs: list[dict[str, Any]]) -> None:
     assert [p.start for p in registered] == [
         r["start"] for r in rs if set(r["flags"]) & set(abi.UFFD_MNEMONICS)]
     for p in parsed:
-        assert set(p.modes) <= {"missing", "wp", "minor", "rwp"}
+        assert set(p.modes) <= {m.name for m in abi.REGISTER_MODES}
         assert len(smaps.decode_flags(p.flags)) == len(p.flags)  # unknown ones kept
 
 
@@ -419,9 +630,10 @@ def test_fdinfo_garbage_never_raises(text: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=40), st.text("0123456789 -", max_size=60))
 def test_stat_parser_takes_any_comm(comm: str, tail: str) -> None:
-    stat = procs.parse_stat(f"42 ({comm}) S 1 42 42 0 -1 4194560 123 0 0 0 {tail}")
+    stat = procfs.parse_stat(f"42 ({comm}) S 1 42 42 0 -1 4194560 123 0 0 0 {tail}")
     assert stat is not None and stat.comm == comm and stat.minflt == 123
-    assert procs.parse_stat(tail) is None or isinstance(procs.parse_stat(tail), procs.Stat)
+    assert stat.flags == 4194560 and stat.state == "S"
+    assert procfs.parse_stat(tail) is None or isinstance(procfs.parse_stat(tail), procfs.Stat)
 
 
 def test_nobody_inspects_its_own_process(as_nobody) -> None:  # type: ignore[no-untyped-def]
@@ -449,10 +661,10 @@ def test_zombie_with_an_escape_in_its_name_is_reported_inert(run_cli) -> None:  
 
     pid = os.fork()
     if pid == 0:
-        ctypes.CDLL(None).prctl(15, b"z\x1b]0;pwn\x07", 0, 0, 0)  # PR_SET_NAME
+        ctypes.CDLL(None).prctl(PR_SET_NAME, b"z\x1b]0;pwn\x07", 0, 0, 0)
         os._exit(0)
     try:
-        time.sleep(0.2)
+        _zombie(pid)
         res = run_cli("inspect", str(pid))
     finally:
         os.waitpid(pid, 0)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 import seccomp
-from conftest import NOBODY, ROOT
+from conftest import IS_ROOT, NOBODY, ROOT
 
-from uffdctl import abi, access, memtypes, probe, uffd
+from uffdctl import abi, access, kconfig, memtypes, probe, require, uffd
 
 # Facts §9.3 (API features = 0 there; the probe requests the mode's own features, which does
 # not change what REGISTER hands back).
@@ -62,7 +63,8 @@ def test_matrix_equals_real_registrations() -> None:
         assert cell.ok and cell.ioctls_mask == mask, cell
         want = EXPECTED_MASKS.get((cell.memory, cell.mode))
         assert want is None or want == mask, cell
-    # The kernel lists MOVE for shmem but it fails there (facts §10.7); on anon it works.
+    # The kernel lists MOVE for shmem but it fails there (it is in the UFFD_API_RANGE_IOCTLS
+    # that userfaultfd_register() lists for any non-hugetlb range); on anon it works.
     assert report.cell("missing", "shmem").failing_ioctls == {"move": "EINVAL"}  # type: ignore[union-attr]
     assert report.cell("missing", "anon").failing_ioctls == {}  # type: ignore[union-attr]
     assert report.cell("minor", "anon").status == "unsupported"  # type: ignore[union-attr]
@@ -133,13 +135,13 @@ def test_table_is_plain_when_piped(run_cli) -> None:  # type: ignore[no-untyped-
     ("UFFDIO_CONTINUE", "ioctl", "continue"),
 ])
 def test_requirement_names(name: str, kind: str, key: str) -> None:
-    req = probe.parse_requirement(name)
+    req = require.parse_requirement(name)
     assert (req.kind, req.key) == (kind, key)
 
 
 def test_unknown_requirement_suggests(run_cli) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(probe.RequirementError, match="did you mean minor_hugetlbfs"):
-        probe.parse_requirement("minor_hugetlb")
+    with pytest.raises(require.RequirementError, match="did you mean minor_hugetlbfs"):
+        require.parse_requirement("minor_hugetlb")
     res = run_cli("probe", "--require", "minor_hugetlb")
     assert res.returncode == 2
     assert "did you mean minor_hugetlbfs" in res.stderr and "Traceback" not in res.stderr
@@ -258,10 +260,12 @@ def test_reader_going_away_is_not_a_failure(args: list[str]) -> None:
 def test_kconfig_matches_the_kernels_config_line_by_line() -> None:
     import gzip
 
-    if not os.path.exists("/proc/config.gz"):
-        pytest.skip("this kernel does not expose /proc/config.gz")
+    cfg = kconfig.read(("CONFIG_USERFAULTFD",))
+    if cfg is None:
+        pytest.skip("this kernel's configuration is in none of " + ", ".join(kconfig.candidates()))
+    opener = gzip.open if cfg.source.endswith(".gz") else open
     expected = {}
-    with gzip.open("/proc/config.gz", "rt") as f:
+    with opener(cfg.source, "rt") as f:
         for line in f:
             if line.startswith("CONFIG_"):
                 key, _, value = line.strip().partition("=")
@@ -269,4 +273,35 @@ def test_kconfig_matches_the_kernels_config_line_by_line() -> None:
             elif line.startswith("# CONFIG_") and line.rstrip().endswith(" is not set"):
                 expected[line.split()[1]] = "n"
     symbols = (*expected, "CONFIG_UFFDCTL_NO_SUCH_SYMBOL")
-    assert access.kconfig(symbols) == {**expected, "CONFIG_UFFDCTL_NO_SUCH_SYMBOL": "n"}
+    assert kconfig.read(symbols) == (cfg.source,
+                                     {**expected, "CONFIG_UFFDCTL_NO_SUCH_SYMBOL": "n"})
+
+
+# Each place a distribution keeps the configuration, made real in a private mount namespace:
+# /proc/config.gz hidden (Debian and Ubuntu kernels have none), then a file at the place.
+_HIDE_PROC_CONFIG = ("[ -e /proc/config.gz ] && mount --bind /dev/null /proc/config.gz; "
+                     "mount -t tmpfs none /boot; mkdir -p /lib/modules; "
+                     "mount -t tmpfs none /lib/modules; ")
+
+
+@pytest.mark.parametrize("place", ["/boot/config-{r}", "/lib/modules/{r}/config", None])
+def test_kconfig_read_where_distributions_keep_it(run_cli, place: str | None) -> None:  # type: ignore[no-untyped-def]
+    if not IS_ROOT or shutil.which("unshare") is None:
+        pytest.skip("a private mount namespace needs root and unshare")
+    release = os.uname().release
+    write = ""
+    if place is not None:
+        path = place.format(r=release)
+        write = (f"mkdir -p {os.path.dirname(path)}; printf '%s\\n' 'CONFIG_USERFAULTFD=y' "
+                 f"'# CONFIG_HAVE_ARCH_USERFAULTFD_WP is not set' > {path}; ")
+    script = _HIDE_PROC_CONFIG + write + f"exec {sys.executable} -m uffdctl probe --json " \
+        "--no-ioctl-check"
+    res = run_cli(prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", script])
+    assert res.returncode == 0, res.stderr
+    kernel = json.loads(res.stdout)["kernel"]
+    if place is None:
+        assert (kernel["config"], kernel["config_source"]) == (None, None)
+    else:
+        assert kernel["config_source"] == place.format(r=release)
+        assert kernel["config"]["CONFIG_USERFAULTFD"] == "y"
+        assert kernel["config"]["CONFIG_HAVE_ARCH_USERFAULTFD_WP"] == "n"

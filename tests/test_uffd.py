@@ -1,4 +1,4 @@
-"""The syscall and memory-type layers against the real kernel (facts §9)."""
+"""The syscall and memory-type layers against the real kernel."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """The userfaultfd kernel ABI as plain data.
 
-Everything here is transcribed from include/uapi/linux/userfaultfd.h, mm/userfaultfd.c and
-fs/proc/task_mmu.c (see shared/reference/userfaultfd-facts.md).  Nothing in this module
-talks to the kernel; the syscall layer (uffd.py) and the logic modules read these tables.
+Everything here is transcribed from the kernel: include/uapi/linux/userfaultfd.h,
+fs/userfaultfd.c (mm/userfaultfd.c from 6.13 on), include/linux/userfaultfd_k.h and
+fs/proc/task_mmu.c.  Nothing in this module talks to the kernel; the syscall layer (uffd.py)
+and the logic modules read these tables.  Each fact lives in one table here: what each mode
+needs on each memory type (MODE_SUPPORT), the ways to open a userfaultfd (OPEN_METHODS), the
+features, ioctls, register modes and VmFlags; the columns and lists elsewhere derive from them.
 
 Kernel releases are strings ("5.13"); "7.3-rc" marks items present only in a release
 candidate.  Bits a newer kernel adds that this table does not know are kept and named
@@ -23,7 +26,12 @@ O_CLOEXEC = 0o2000000
 O_NONBLOCK = 0o4000
 UFFD_USER_MODE_ONLY = 1
 
-# The syscall has no glibc wrapper; its number differs per architecture.
+# The syscall has no glibc wrapper; its number differs per architecture
+# (arch/x86/entry/syscalls/syscall_64.tbl, syscall_32.tbl, include/uapi/asm-generic/unistd.h).
+# Only architectures with the generic _IOC encoding and little-endian structs are listed:
+# powerpc, mips, sparc and alpha encode ioctl directions and sizes differently, and s390x and
+# big-endian powerpc store the u64 fields the other way round.  uffd.py refuses the others by
+# name rather than sending them wrong request numbers.
 SYSCALL_NR = {
     "x86_64": 323,
     "i386": 374,
@@ -32,19 +40,6 @@ SYSCALL_NR = {
     "arm64": 282,
     "riscv64": 282,
     "loongarch64": 282,
-    "ppc64le": 364,
-    "ppc64": 364,
-    "s390x": 355,
-}
-MEMFD_CREATE_NR = {
-    "x86_64": 319,
-    "aarch64": 279,
-    "arm64": 279,
-    "riscv64": 279,
-    "loongarch64": 279,
-    "ppc64le": 360,
-    "ppc64": 360,
-    "s390x": 350,
 }
 
 DEV_USERFAULTFD = "/dev/userfaultfd"
@@ -60,6 +55,32 @@ def machine() -> str:
     return platform.machine()
 
 
+class OpenMethod(NamedTuple):
+    """A way to open a userfaultfd (fs/userfaultfd.c: new_userfaultfd(), userfaultfd_dev_ioctl()).
+
+    ``kernel_faults``: whether faults raised by the kernel on the process's behalf (a syscall
+    reading registered memory, KVM, vhost, O_DIRECT) are handled.  With UFFD_USER_MODE_ONLY
+    they are not: handle_userfault() fails them (the syscall gets EFAULT), which is why QEMU
+    postcopy and Firecracker need one of the other two."""
+
+    name: str
+    first: str
+    kernel_faults: bool
+    device: bool  # USERFAULTFD_IOC_NEW on /dev/userfaultfd instead of the syscall
+    flags: int  # flags added to O_CLOEXEC/O_NONBLOCK
+
+
+# In order of preference: full power first, and the device (6.1, where its file mode is the
+# only check) before the flag that gives up kernel-mode faults (5.11, fs/userfaultfd.c
+# new_userfaultfd()).
+OPEN_METHODS: tuple[OpenMethod, ...] = (
+    OpenMethod("syscall", "4.3", True, False, 0),
+    OpenMethod("/dev/userfaultfd", "6.1", True, True, 0),
+    OpenMethod("syscall+user-mode-only", "5.11", False, False, UFFD_USER_MODE_ONLY),
+)
+OPEN_METHOD_BY_NAME = {m.name: m for m in OPEN_METHODS}
+
+
 class Feature(NamedTuple):
     """A UFFD_FEATURE_* bit of struct uffdio_api.features.
 
@@ -71,6 +92,9 @@ class Feature(NamedTuple):
     first: str
     meaning: str
     concerns: str
+    # The Kconfig symbol without which userfaultfd_api() leaves the bit out of what it offers
+    # (fs/userfaultfd.c; architectures select the HAVE_ARCH ones in arch/*/Kconfig).
+    kconfig: str = ""
 
     @property
     def mask(self) -> int:
@@ -86,8 +110,12 @@ class Feature(NamedTuple):
         return "UFFD_FEATURE_" + self.name
 
 
+_ARCH_WP = "CONFIG_HAVE_ARCH_USERFAULTFD_WP"  # x86_64 5.7; arm64 later (not in Debian's 6.1)
+_ARCH_MINOR = "CONFIG_HAVE_ARCH_USERFAULTFD_MINOR"  # 64-bit only: x86_64 and arm64 from 5.13
+_WP_MARKER = "CONFIG_PTE_MARKER_UFFD_WP"  # PTE markers: WP on shmem and hugetlbfs (5.19)
 FEATURES: tuple[Feature, ...] = (
-    Feature(0, "PAGEFAULT_FLAG_WP", "5.7", "write-protect faults can be tracked", "wp, anonymous"),
+    Feature(0, "PAGEFAULT_FLAG_WP", "5.7", "write-protect faults can be tracked", "wp, anonymous",
+            _ARCH_WP),
     Feature(1, "EVENT_FORK", "4.11",
             "registrations follow fork() and a new uffd is sent in UFFD_EVENT_FORK; "
             "requesting it needs CAP_SYS_PTRACE", "non-cooperative"),
@@ -103,24 +131,27 @@ FEATURES: tuple[Feature, ...] = (
             "no fault messages: a faulting access gets SIGBUS instead", "all modes"),
     Feature(8, "THREAD_ID", "4.14", "fault messages carry the faulting thread id", "all faults"),
     Feature(9, "MINOR_HUGETLBFS", "5.13",
-            "minor mode and UFFDIO_CONTINUE on hugetlbfs", "minor, hugetlb"),
-    Feature(10, "MINOR_SHMEM", "5.14", "minor mode and UFFDIO_CONTINUE on shmem", "minor, shmem"),
+            "minor mode and UFFDIO_CONTINUE on hugetlbfs", "minor, hugetlb", _ARCH_MINOR),
+    Feature(10, "MINOR_SHMEM", "5.14", "minor mode and UFFDIO_CONTINUE on shmem", "minor, shmem",
+            _ARCH_MINOR),
     Feature(11, "EXACT_ADDRESS", "5.18",
             "fault messages carry the exact address, not the page start", "all faults"),
     Feature(12, "WP_HUGETLBFS_SHMEM", "5.19",
-            "write-protect mode works on shmem and hugetlbfs", "wp, shmem, hugetlb"),
+            "write-protect mode works on shmem and hugetlbfs", "wp, shmem, hugetlb", _WP_MARKER),
     Feature(13, "WP_UNPOPULATED", "6.4",
-            "write-protect also covers never-populated anonymous pages", "wp, anonymous"),
+            "write-protect also covers never-populated anonymous pages", "wp, anonymous",
+            _WP_MARKER),
     Feature(14, "POISON", "6.6", "UFFDIO_POISON exists", "missing, minor"),
     Feature(15, "WP_ASYNC", "6.7",
             "write-protect faults are resolved by the kernel without a message; "
-            "read the result with PAGEMAP_SCAN", "wp, any memory"),
+            "read the result with PAGEMAP_SCAN", "wp, any memory", _WP_MARKER),
     Feature(16, "MOVE", "6.8", "UFFDIO_MOVE exists", "anonymous private"),
     Feature(17, "RWP", "7.3-rc",
             "read-write-protect tracking (UFFDIO_REGISTER_MODE_RWP, UFFDIO_RWPROTECT)",
-            "rwp, anon, shmem, hugetlb"),
+            "rwp, anon, shmem, hugetlb", "CONFIG_USERFAULTFD_RWP"),
     Feature(18, "RWP_ASYNC", "7.3-rc",
-            "read-write-protect faults resolved in place without a message", "rwp"),
+            "read-write-protect faults resolved in place without a message", "rwp",
+            "CONFIG_USERFAULTFD_RWP"),
 )
 FEATURE_BY_BIT = {f.bit: f for f in FEATURES}
 FEATURE_BY_KEY = {f.key: f for f in FEATURES}
@@ -137,6 +168,7 @@ class Ioctl(NamedTuple):
     modes: tuple[tuple[str, int, str], ...] = ()  # (name, value, first)
     range_ioctl: bool = True  # offered per range by UFFDIO_REGISTER, not per fd by UFFDIO_API
     meaning: str = ""
+    resolves: bool = False  # answers a fault (or protects a range); WAKE only wakes
 
     @property
     def key(self) -> str:
@@ -172,32 +204,31 @@ IOCTLS: tuple[Ioctl, ...] = (
     Ioctl("WAKE", 0x02, "_IOR", 16, "4.3", meaning="wake threads waiting on a range"),
     Ioctl("COPY", 0x03, "_IOWR", 40, "4.3",
           (("DONTWAKE", 1 << 0, "4.3"), ("WP", 1 << 1, "5.7")),
-          meaning="resolve a missing fault by copying a page in"),
+          meaning="resolve a missing fault by copying a page in", resolves=True),
     Ioctl("ZEROPAGE", 0x04, "_IOWR", 32, "4.3", (("DONTWAKE", 1 << 0, "4.3"),),
-          meaning="resolve a missing fault with a zero page (not hugetlb)"),
+          meaning="resolve a missing fault with a zero page (not hugetlb)", resolves=True),
     Ioctl("MOVE", 0x05, "_IOWR", 40, "6.8",
-          (("DONTWAKE", 1 << 0, "6.8"), ("ALLOW_SRC_HOLES", 1 << 1, "6.8")),
+          (("DONTWAKE", 1 << 0, "6.8"), ("ALLOW_SRC_HOLES", 1 << 1, "6.8")), resolves=True,
           meaning="resolve a missing fault by moving pages (anonymous private only)"),
     Ioctl("WRITEPROTECT", 0x06, "_IOWR", 24, "5.7",
           (("WP", 1 << 0, "5.7"), ("DONTWAKE", 1 << 1, "5.7")),
-          meaning="set or clear write protection on a range"),
+          meaning="set or clear write protection on a range", resolves=True),
     Ioctl("CONTINUE", 0x07, "_IOWR", 32, "5.13",
-          (("DONTWAKE", 1 << 0, "5.13"), ("WP", 1 << 1, "6.4")),
+          (("DONTWAKE", 1 << 0, "5.13"), ("WP", 1 << 1, "6.4")), resolves=True,
           meaning="resolve a minor fault by mapping the page already in the page cache"),
     Ioctl("POISON", 0x08, "_IOWR", 32, "6.6", (("DONTWAKE", 1 << 0, "6.6"),),
-          meaning="mark a range poisoned: accesses get SIGBUS"),
+          meaning="mark a range poisoned: accesses get SIGBUS", resolves=True),
     Ioctl("RWPROTECT", 0x09, "_IOWR", 24, "7.3-rc",
           (("RWP", 1 << 0, "7.3-rc"), ("DONTWAKE", 1 << 1, "7.3-rc")),
-          meaning="set or clear read-write protection"),
+          meaning="set or clear read-write protection", resolves=True),
     Ioctl("SET_MODE", 0x0A, "_IOW", 16, "7.3-rc", range_ioctl=False,
           meaning="toggle RWP_ASYNC at run time"),
     Ioctl("API", 0x3F, "_IOWR", 24, "4.3", range_ioctl=False,
           meaning="handshake: API version and features (once per fd)"),
 )
-IOCTL_BY_NR = {i.nr: i for i in IOCTLS}
 IOCTL_BY_KEY = {i.key: i for i in IOCTLS}
-# The resolving ioctls UFFDIO_REGISTER may hand back for a range.
-RANGE_IOCTLS = tuple(i for i in IOCTLS if i.range_ioctl)
+# The ioctls that answer faults on a registered range: what CI formats report as usable.
+RESOLVING_IOCTLS = tuple(i for i in IOCTLS if i.resolves)
 
 # On /dev/userfaultfd (6.1): the argument is the flags value itself.
 USERFAULTFD_IOC_NEW = ioc("_IO", UFFDIO_TYPE, 0x00, 0)
@@ -223,12 +254,83 @@ REGISTER_MODES: tuple[RegisterMode, ...] = (
     RegisterMode("rwp", 1 << 3, "7.3-rc", "VM_UFFD_RWP", "ur", "RWP"),
 )
 MODE_BY_NAME = {m.name: m for m in REGISTER_MODES}
-MODE_BY_MNEMONIC = {m.mnemonic: m for m in REGISTER_MODES}
 
 # The mode combinations the probe's matrix tries, in the order people read them.
 MATRIX_MODES: tuple[str, ...] = (
     "missing", "wp", "minor", "missing+wp", "missing+minor", "wp+minor", "missing+wp+minor",
 )
+
+
+class ModeSupport(NamedTuple):
+    """What registering one mode on one kind of memory needs, as the kernel selftests keep it
+    (tools/testing/selftests/mm/uffd-unit-tests.c: uffd_tests[] with .uffd_feature_required
+    and .mem_targets).
+
+    ``features``: what a program asks UFFDIO_API for before registering; a kernel that does
+    not offer them cannot do the mode (the API filters what the architecture or the
+    configuration lacks: userfaultfd_api() in fs/userfaultfd.c).  ``required``: the subset
+    the kernel itself checks at UFFDIO_REGISTER (vma_can_userfault(): only WP_ASYNC, for WP on
+    a plain file, 6.7); the rest is convention, so attributing a region to a descriptor by its
+    features is evidence, never proof.  ``ioctls``: the resolving ioctls that really work on
+    such a range (UFFDIO_REGISTER lists more: MOVE on shmem, which fails).  ``kconfig``: the
+    symbol that gates it, which architectures select (arch/*/Kconfig)."""
+
+    mode: str  # a RegisterMode name
+    memory: str  # anon, shmem, hugetlb or file (what smaps and memtypes call the kind)
+    first: str  # first release (x86_64) in which the registration works
+    features: tuple[str, ...]
+    ioctls: tuple[str, ...]
+    kconfig: str = "CONFIG_USERFAULTFD"
+    required: tuple[str, ...] = ()
+
+
+MODE_SUPPORT: tuple[ModeSupport, ...] = (
+    ModeSupport("missing", "anon", "4.3", (), ("wake", "copy", "zeropage", "move", "poison")),
+    ModeSupport("missing", "shmem", "4.11", ("missing_shmem",),
+                ("wake", "copy", "zeropage", "poison")),
+    ModeSupport("missing", "hugetlb", "4.11", ("missing_hugetlbfs",), ("wake", "copy", "poison")),
+    ModeSupport("wp", "anon", "5.7", ("pagefault_flag_wp",), ("wake", "writeprotect"), _ARCH_WP),
+    ModeSupport("wp", "shmem", "5.19", ("pagefault_flag_wp", "wp_hugetlbfs_shmem"),
+                ("wake", "writeprotect"), _WP_MARKER),
+    ModeSupport("wp", "hugetlb", "5.19", ("pagefault_flag_wp", "wp_hugetlbfs_shmem"),
+                ("wake", "writeprotect"), _WP_MARKER),
+    ModeSupport("wp", "file", "6.7", ("pagefault_flag_wp", "wp_async"), ("writeprotect",),
+                _WP_MARKER, required=("wp_async",)),
+    ModeSupport("minor", "shmem", "5.14", ("minor_shmem",), ("wake", "continue"), _ARCH_MINOR),
+    ModeSupport("minor", "hugetlb", "5.13", ("minor_hugetlbfs",), ("wake", "continue"),
+                _ARCH_MINOR),
+    ModeSupport("rwp", "anon", "7.3-rc", ("rwp",), ("wake", "rwprotect"), "CONFIG_USERFAULTFD_RWP"),
+    ModeSupport("rwp", "shmem", "7.3-rc", ("rwp",), ("wake", "rwprotect"),
+                "CONFIG_USERFAULTFD_RWP"),
+    ModeSupport("rwp", "hugetlb", "7.3-rc", ("rwp",), ("wake", "rwprotect"),
+                "CONFIG_USERFAULTFD_RWP"),
+)
+
+
+def mode_support(mode: str, memory: str) -> ModeSupport | None:
+    """The row for one register mode on one memory kind; None: the kernel never allows it."""
+    return next((r for r in MODE_SUPPORT if r.mode == mode and r.memory == memory), None)
+
+
+def combo_support(combo: str, memory: str) -> list[ModeSupport] | None:
+    """The rows of every mode of 'missing+wp' on ``memory``; None when one is never allowed."""
+    rows = [mode_support(part, memory) for part in combo.split("+")]
+    return None if any(r is None for r in rows) else [r for r in rows if r is not None]
+
+
+def features_for(combo: str, memory: str) -> tuple[str, ...]:
+    """The features a program requests before registering ``combo`` on ``memory``."""
+    out: list[str] = []
+    for row in combo_support(combo, memory) or ():
+        out += [f for f in row.features if f not in out]
+    return tuple(out)
+
+
+def features_mask(keys: tuple[str, ...] | list[str]) -> int:
+    mask = 0
+    for key in keys:
+        mask |= FEATURE_BY_KEY[key].mask
+    return mask
 
 
 def mode_value(combo: str) -> int:
@@ -263,8 +365,6 @@ EVENT_BY_CODE = {e.code: e for e in EVENTS}
 UFFD_EVENT_PAGEFAULT = 0x12
 UFFD_EVENT_FORK = 0x13
 UFFD_EVENT_REMAP = 0x14
-UFFD_EVENT_REMOVE = 0x15
-UFFD_EVENT_UNMAP = 0x16
 
 # pagefault.flags
 UFFD_PAGEFAULT_FLAG_WRITE = 1 << 0
@@ -278,17 +378,19 @@ PAGEFAULT_FLAGS: tuple[tuple[str, int, str], ...] = (
     ("RWP", UFFD_PAGEFAULT_FLAG_RWP, "7.3-rc"),
 )
 
-# Mode flags of the resolving ioctls, by name, for the syscall layer.
-UFFDIO_COPY_MODE_DONTWAKE = 1 << 0
-UFFDIO_COPY_MODE_WP = 1 << 1
-UFFDIO_ZEROPAGE_MODE_DONTWAKE = 1 << 0
-UFFDIO_MOVE_MODE_DONTWAKE = 1 << 0
-UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES = 1 << 1
-UFFDIO_WRITEPROTECT_MODE_WP = 1 << 0
-UFFDIO_WRITEPROTECT_MODE_DONTWAKE = 1 << 1
-UFFDIO_CONTINUE_MODE_DONTWAKE = 1 << 0
-UFFDIO_CONTINUE_MODE_WP = 1 << 1
-UFFDIO_POISON_MODE_DONTWAKE = 1 << 0
+def ioctl_mode(key: str, name: str) -> int:
+    """A mode flag of an ioctl, from the IOCTLS table: ioctl_mode("copy", "DONTWAKE")."""
+    return next(value for n, value, _ in IOCTL_BY_KEY[key].modes if n == name)
+
+
+# The mode flags the syscall layer and the probe pass, read from the table above.
+UFFDIO_COPY_MODE_DONTWAKE = ioctl_mode("copy", "DONTWAKE")
+UFFDIO_ZEROPAGE_MODE_DONTWAKE = ioctl_mode("zeropage", "DONTWAKE")
+UFFDIO_MOVE_MODE_DONTWAKE = ioctl_mode("move", "DONTWAKE")
+UFFDIO_WRITEPROTECT_MODE_WP = ioctl_mode("writeprotect", "WP")
+UFFDIO_WRITEPROTECT_MODE_DONTWAKE = ioctl_mode("writeprotect", "DONTWAKE")
+UFFDIO_CONTINUE_MODE_DONTWAKE = ioctl_mode("continue", "DONTWAKE")
+UFFDIO_POISON_MODE_DONTWAKE = ioctl_mode("poison", "DONTWAKE")
 
 
 class VmFlag(NamedTuple):
@@ -350,7 +452,8 @@ VMFLAG_BY_MNEMONIC = {v.mnemonic: v for v in VMFLAGS}
 # The mnemonics that mean "registered with a userfaultfd", mapped to the mode name.
 UFFD_MNEMONICS = {m.mnemonic: m.name for m in REGISTER_MODES}
 
-# fdinfo's "API:" third field is a build constant, not per fd or range (facts §6).
+# fdinfo's "API:" third field is a build constant, not per fd or range
+# (userfaultfd_show_fdinfo() prints UFFD_API_IOCTLS | UFFD_API_RANGE_IOCTLS).
 FDINFO_READLINK = "anon_inode:[userfaultfd]"
 
 
@@ -394,10 +497,6 @@ def fault_kind(flags: int) -> str:
     return "missing"
 
 
-def mode_names(value: int) -> list[str]:
-    return bit_names(value, {m.value.bit_length() - 1: m.name for m in REGISTER_MODES})
-
-
 def normalize_feature(name: str) -> str | None:
     """'MINOR_HUGETLBFS', 'minor_hugetlbfs' or 'UFFD_FEATURE_MINOR_HUGETLBFS' -> key."""
     key = name.strip().lower().replace("-", "_")
@@ -415,7 +514,8 @@ def normalize_ioctl(name: str) -> str | None:
 
 
 def errno_meaning(step: str, err: int) -> str:
-    """What an errno means at a given step, in the kernel's terms (facts §3, §5)."""
+    """What an errno means at a given step, in the kernel's terms (fs/userfaultfd.c:
+    new_userfaultfd(), userfaultfd_api(), userfaultfd_register(); mm/userfaultfd.c)."""
     import errno as e
 
     table: dict[tuple[str, int], str] = {
@@ -449,14 +549,7 @@ def errno_meaning(step: str, err: int) -> str:
 # ----- /proc/PID/pagemap and PAGEMAP_SCAN (6.7) --------------------------------------------
 
 PAGEMAP_ENTRY_SIZE = 8
-PM_PFN_MASK = (1 << 55) - 1
-PM_SOFT_DIRTY = 1 << 55
-PM_MMAP_EXCLUSIVE = 1 << 56
-PM_UFFD_WP = 1 << 57  # the PTE is uffd write-protected (5.14)
-PM_GUARD_REGION = 1 << 58
-PM_FILE = 1 << 61
-PM_SWAP = 1 << 62
-PM_PRESENT = 1 << 63
+PM_UFFD_WP = 1 << 57  # the PTE is uffd write-protected (5.14, fs/proc/task_mmu.c)
 
 PM_SCAN_ARG_SIZE = 96
 PAGE_REGION_SIZE = 24
@@ -479,5 +572,19 @@ PAGE_CATEGORIES: tuple[tuple[str, int, str], ...] = (
 PAGE_IS = {name: value for name, value, _ in PAGE_CATEGORIES}
 
 
-def page_category_names(mask: int) -> list[str]:
-    return bit_names(mask, {v.bit_length() - 1: n for n, v, _ in PAGE_CATEGORIES})
+# ----- releases ------------------------------------------------------------------------------
+
+def release_tuple(release: str) -> tuple[int, int]:
+    """'6.1.0-26-amd64' -> (6, 1); '7.3-rc' -> (7, 3); unparsable -> (0, 0)."""
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def release_at_least(release: str, first: str) -> bool:
+    """Is kernel ``release`` at least the release ``first`` that added an item?  A release
+    candidate ("7.3-rc") counts as not released yet."""
+    if first.endswith("-rc"):
+        return release_tuple(release) > release_tuple(first)
+    return release_tuple(release) >= release_tuple(first)

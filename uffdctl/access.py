@@ -1,8 +1,9 @@
 """How this process may open a userfaultfd, tried for real, and why not where it can't.
 
-Three ways exist (facts §5): the syscall; the syscall with UFFD_USER_MODE_ONLY (5.11), which
-an unprivileged process may always use but which cannot handle faults raised by the kernel
-itself; and /dev/userfaultfd (6.1), where the file mode is the only check.  Each refusal is
+Three ways exist (abi.OPEN_METHODS, fs/userfaultfd.c): the syscall; /dev/userfaultfd (6.1),
+where the file mode is the only check; and the syscall with UFFD_USER_MODE_ONLY (5.11), which
+an unprivileged process may use with vm.unprivileged_userfaultfd=0 but which cannot handle
+faults raised by the kernel itself.  Each refusal is
 explained by its real cause: the same errno means different things under a seccomp filter,
 in a child user namespace, or with the sysctl at 0.
 """
@@ -10,22 +11,21 @@ in a child user namespace, or with the sysctl at 0.
 from __future__ import annotations
 
 import errno
-import functools
 import os
+import platform
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import abi, errors
-from .uffd import UffdError, Userfaultfd, open_dev_userfaultfd, open_userfaultfd
+from . import abi, errors, kconfig
+from .uffd import UffdError, Userfaultfd, open_with
 
-SYSCALL = "syscall"
-USER_MODE_ONLY = "syscall+user-mode-only"
-DEV = "/dev/userfaultfd"
+SYSCALL, DEV, USER_MODE_ONLY = (m.name for m in abi.OPEN_METHODS)
 
 
 @dataclass
 class DevNode:
-    """/dev/userfaultfd (5.11+) as this process sees it."""
+    """/dev/userfaultfd (6.1+) as this process sees it."""
 
     exists: bool
     mode: str = ""  # e.g. "0600"
@@ -46,7 +46,8 @@ class Context:
     seccomp: int | None  # 0 none, 1 strict, 2 filter; None: unknown
     seccomp_filters: int | None
     dev: DevNode
-    config_userfaultfd: str | None  # "y", "n" or None when /proc/config.gz is unreadable
+    config_userfaultfd: str | None  # "y", "n" or None when no kernel config is readable
+    release: str = ""  # the running kernel's release: which methods it knows
 
 
 @dataclass
@@ -124,39 +125,6 @@ def _read_sysctl() -> int | None:
         return None
 
 
-@functools.cache
-def _config_text() -> str | None:
-    """/proc/config.gz, read once per process."""
-    import zlib
-
-    try:
-        with open("/proc/config.gz", "rb") as f:
-            # One decompression of the whole file: reading it line by line through gzip.open
-            # costs milliseconds, the start-up budget of `probe --json`.
-            return "\n" + zlib.decompress(f.read(), 16 + zlib.MAX_WBITS).decode("utf-8",
-                                                                                "replace")
-    except (OSError, zlib.error):
-        return None
-
-
-def kconfig(symbols: tuple[str, ...]) -> dict[str, str] | None:
-    """Values of the given CONFIG_ symbols from /proc/config.gz ("n" when unset); None when
-    the kernel does not expose its config."""
-    text = _config_text()
-    if text is None:
-        return None
-    found = {}
-    for symbol in symbols:
-        at = text.find(f"\n{symbol}=")
-        if at < 0:
-            found[symbol] = "n"  # "# CONFIG_X is not set", or not there at all
-        else:
-            start = at + len(symbol) + 2
-            end = text.find("\n", start)
-            found[symbol] = text[start:None if end < 0 else end].strip()
-    return found
-
-
 def _dev_node() -> DevNode:
     try:
         st = os.stat(abi.DEV_USERFAULTFD)
@@ -169,13 +137,14 @@ def _dev_node() -> DevNode:
 def read_context() -> Context:
     status = _status_fields()
     cap_eff = _int(status.get("CapEff"), 16) or 0
-    cfg = kconfig(("CONFIG_USERFAULTFD",))
+    cfg = kconfig.read()
     return Context(
         uid=os.getuid(), euid=os.geteuid(),
         cap_sys_ptrace=bool(cap_eff >> abi.CAP_SYS_PTRACE & 1),
         initial_userns=_initial_userns(), sysctl=_read_sysctl(),
         seccomp=_int(status.get("Seccomp")), seccomp_filters=_int(status.get("Seccomp_filters")),
-        dev=_dev_node(), config_userfaultfd=cfg["CONFIG_USERFAULTFD"] if cfg else None)
+        dev=_dev_node(), config_userfaultfd=cfg.values["CONFIG_USERFAULTFD"] if cfg else None,
+        release=platform.release())
 
 
 # ----- explaining refusals ------------------------------------------------------------------
@@ -222,74 +191,85 @@ def explain(method: str, err: int, ctx: Context) -> tuple[str, str]:
         return ("UFFD_USER_MODE_ONLY is not known to this kernel (added in 5.11)",
                 "use the syscall with CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1")
     if err == errno.EPERM:
-        if method == USER_MODE_ONLY or (_filtered(ctx) and (
-                ctx.sysctl == 1 or (ctx.cap_sys_ptrace and ctx.initial_userns is not False))):
-            # The kernel never refuses user-mode-only, nor a permitted caller: a filter did.
-            return f"{_seccomp_words(ctx)} denies userfaultfd (EPERM)", SECCOMP_FIX
-        alternatives = ["UFFD_USER_MODE_ONLY (user-mode faults only: a syscall touching a "
-                        "registered page fails with EFAULT instead of being handled)"]
-        if ctx.dev.accessible:
-            alternatives.append("/dev/userfaultfd")
-        if ctx.cap_sys_ptrace and ctx.initial_userns is False:
-            cause = ("CAP_SYS_PTRACE counts only in the initial user namespace and this process "
-                     "is in a child namespace; vm.unprivileged_userfaultfd is "
-                     f"{ctx.sysctl if ctx.sysctl is not None else 'unreadable'}")
-        else:
-            cause = (f"vm.unprivileged_userfaultfd is "
-                     f"{ctx.sysctl if ctx.sysctl is not None else 'unreadable'} and this "
-                     "process lacks CAP_SYS_PTRACE")
-        return (cause, "use " + " or ".join(alternatives) +
-                ", or run `sysctl vm.unprivileged_userfaultfd=1` as root")
+        return _explain_eperm(method, ctx)
     return f"userfaultfd failed: {name} ({os.strerror(err)})", ""
+
+
+def _knows_user_mode_only(ctx: Context) -> bool:
+    return abi.release_at_least(ctx.release, abi.OPEN_METHOD_BY_NAME[USER_MODE_ONLY].first)
+
+
+def _explain_eperm(method: str, ctx: Context) -> tuple[str, str]:
+    """The syscall refused with EPERM.  From 5.11 the kernel lets anyone use
+    UFFD_USER_MODE_ONLY and lets a permitted caller (CAP_SYS_PTRACE in the initial user
+    namespace, or vm.unprivileged_userfaultfd=1) do anything, so an EPERM there comes from a
+    seccomp filter.  Before 5.11 the flag does not exist, and the kernel checks permission
+    before it looks at the flags (fs/userfaultfd.c, 5.10: the sysctl check comes first), so
+    an unprivileged caller gets EPERM for it too."""
+    knows_umo = _knows_user_mode_only(ctx)
+    permitted = ctx.sysctl == 1 or (ctx.cap_sys_ptrace and ctx.initial_userns is not False)
+    if _filtered(ctx) and (permitted or (method == USER_MODE_ONLY and knows_umo)):
+        return f"{_seccomp_words(ctx)} denies userfaultfd (EPERM)", SECCOMP_FIX
+    sysctl = ctx.sysctl if ctx.sysctl is not None else "unreadable"
+    if ctx.cap_sys_ptrace and ctx.initial_userns is False:
+        cause = ("CAP_SYS_PTRACE counts only in the initial user namespace and this process "
+                 f"is in a child namespace; vm.unprivileged_userfaultfd is {sysctl}")
+    else:
+        cause = f"vm.unprivileged_userfaultfd is {sysctl} and this process lacks CAP_SYS_PTRACE"
+    if method == USER_MODE_ONLY and not knows_umo:
+        cause = (f"kernel {ctx.release} predates UFFD_USER_MODE_ONLY (5.11) and checks "
+                 f"permission before flags: {cause}")
+    alternatives = []
+    if knows_umo and method != USER_MODE_ONLY:
+        alternatives.append("UFFD_USER_MODE_ONLY (user-mode faults only: a syscall touching a "
+                            "registered page fails with EFAULT instead of being handled)")
+    if ctx.dev.accessible:
+        alternatives.append("/dev/userfaultfd")
+    fix = "run `sysctl vm.unprivileged_userfaultfd=1` as root, or give the process " \
+          "CAP_SYS_PTRACE"
+    return cause, ("use " + " or ".join(alternatives) + ", or " + fix) if alternatives else fix
 
 
 # ----- trying for real ----------------------------------------------------------------------
 
-_FLAGS = abi.O_CLOEXEC | abi.O_NONBLOCK
-
-
-def _try(name: str, ctx: Context) -> Method:
+def _try(method: abi.OpenMethod, ctx: Context) -> Method:
     try:
-        if name == DEV:
-            fd = open_dev_userfaultfd(_FLAGS)
-        elif name == USER_MODE_ONLY:
-            fd = open_userfaultfd(_FLAGS | abi.UFFD_USER_MODE_ONLY)
-        else:
-            fd = open_userfaultfd(_FLAGS)
+        fd = open_with(method)
     except UffdError as exc:
         err = exc.errno or errno.EIO
-        cause, fix = explain(name, err, ctx)
-        return Method(name, False, errno.errorcode.get(err, str(err)), cause, fix,
-                      name != USER_MODE_ONLY)
+        cause, fix = explain(method.name, err, ctx)
+        return Method(method.name, False, errno.errorcode.get(err, str(err)), cause, fix,
+                      method.kernel_faults)
     os.close(fd)
-    return Method(name, True, kernel_faults=name != USER_MODE_ONLY)
+    return Method(method.name, True, kernel_faults=method.kernel_faults)
 
 
 def diagnose() -> AccessReport:
+    """Every way to open a userfaultfd, tried in the order of preference."""
     ctx = read_context()
-    return AccessReport(ctx, [_try(name, ctx) for name in (SYSCALL, USER_MODE_ONLY, DEV)])
+    return AccessReport(ctx, [_try(m, ctx) for m in abi.OPEN_METHODS])
 
 
-def open_uffd(nonblock: bool = True, user_mode_ok: bool = True) -> tuple[Userfaultfd, str]:
-    """The best available userfaultfd and how it was opened.
+def opener(name: str, nonblock: bool = True) -> Callable[[], Userfaultfd]:
+    """A function that opens a fresh userfaultfd the named way (UFFDIO_API is once per fd, so
+    the probe opens many)."""
+    method = abi.OPEN_METHOD_BY_NAME[name]
+    return lambda: Userfaultfd(open_with(method, nonblock))
 
-    Order: the syscall, /dev/userfaultfd, then (when the caller's faults all come from user
-    mode) the syscall with UFFD_USER_MODE_ONLY.  Raises UffdctlError (UNAVAILABLE) with the
-    diagnosed cause when none works.
-    """
-    flags = abi.O_CLOEXEC | (abi.O_NONBLOCK if nonblock else 0)
-    attempts = [(SYSCALL, lambda: open_userfaultfd(flags)),
-                (DEV, lambda: open_dev_userfaultfd(flags))]
-    if user_mode_ok:
-        attempts.append((USER_MODE_ONLY,
-                         lambda: open_userfaultfd(flags | abi.UFFD_USER_MODE_ONLY)))
+
+def open_uffd(nonblock: bool = True, kernel_faults: bool = False) -> tuple[Userfaultfd, str]:
+    """The first userfaultfd that opens, in the order of abi.OPEN_METHODS, and how it was
+    opened; with ``kernel_faults`` only methods whose descriptors handle kernel-mode faults.
+    Raises UffdctlError (UNAVAILABLE) with the diagnosed cause when none works."""
     first_error: tuple[str, int] | None = None
-    for name, opener in attempts:
+    for method in abi.OPEN_METHODS:
+        if kernel_faults and not method.kernel_faults:
+            continue
         try:
-            return Userfaultfd(opener()), name
+            return Userfaultfd(open_with(method, nonblock)), method.name
         except UffdError as exc:
             if first_error is None:
-                first_error = (name, exc.errno or errno.EIO)
+                first_error = (method.name, exc.errno or errno.EIO)
     assert first_error is not None
     cause, fix = explain(first_error[0], first_error[1], read_context())
     raise errors.UffdctlError(f"cannot open a userfaultfd: {cause}", fix, errors.UNAVAILABLE)

@@ -74,14 +74,14 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
                    "appended, default $GITHUB_OUTPUT).")
 @click.option("--nfd-expiry", type=click.IntRange(60), default=7200, show_default=True,
               metavar="SECONDS", help="How long NFD trusts the feature file (--format nfd).")
-@click.option("--require", "-r", "require", multiple=True, metavar="NAME[,NAME...]",
+@click.option("--require", "-r", "require_", multiple=True, metavar="NAME[,NAME...]",
               help="Exit 1 unless NAME is available: a feature (minor_hugetlbfs), a matrix cell "
                    "MODE:MEMORY (minor:hugetlb) or an ioctl (continue). Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only unmet requirements.")
 @click.option("--no-ioctl-check", is_flag=True,
               help="Report the ioctls UFFDIO_REGISTER lists without trying each one.")
 def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
-          require: tuple[str, ...], quiet: bool, no_ioctl_check: bool) -> int:
+          require_: tuple[str, ...], quiet: bool, no_ioctl_check: bool) -> int:
     """What this kernel's userfaultfd can do for this process, found out for real.
 
     \b
@@ -97,6 +97,7 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
       uffdctl probe --format nfd -o /etc/kubernetes/node-feature-discovery/features.d/uffd
     """
     from . import probe as logic
+    from . import require
 
     if as_json and fmt not in (None, "json"):
         raise click.UsageError("--json and --format are two ways to say the same: use one")
@@ -104,19 +105,24 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
     if output is not None and fmt == "table":
         raise click.UsageError("--output goes with --format json, github, env, nfd or facts")
     try:
-        requirements = [logic.parse_requirement(n) for n in _split_requirements(require)]
-    except logic.RequirementError as exc:
+        requirements = [require.parse_requirement(n) for n in _split_requirements(require_)]
+    except require.RequirementError as exc:
         raise click.BadParameter(str(exc), param_hint="'--require'") from None
+    from .render import documents
+
     if fmt == "facts":
         # Ansible runs this as an executable fact: any exit but 0 turns the fact into an
         # error, so the answer is a JSON object and exit 0 even when nothing works.
         from .render import formats
 
-        formats.deliver("facts", logic.facts_document(check_ioctls=not no_ioctl_check),
-                        output)
+        try:
+            doc = documents.probe_json(logic.run_probe(check_ioctls=not no_ioctl_check))
+        except errors.UffdctlError as exc:
+            doc = documents.probe_error_json(exc)
+        formats.deliver("facts", doc, output)
         return errors.OK
     report = logic.run_probe(check_ioctls=not no_ioctl_check)
-    results = logic.check_requirements(report, requirements)
+    results = require.check_requirements(report, requirements)
     if fmt == "table":
         if not quiet:
             from .output import console
@@ -124,7 +130,7 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
 
             render(report, console(), results)
     else:
-        doc = logic.report_to_json(report, results)
+        doc = documents.probe_json(report, results)
         if fmt == "json" and output is None:
             from .output import dump_json
 
@@ -156,11 +162,30 @@ def demo() -> None:
     """
 
 
-def _demo_options(backings: tuple[str, ...], default_backing: str) -> Any:
+class _Backings(click.Choice):
+    """A demo's backings, read from its scenario (scenarios.SCENARIOS) only when click needs
+    them: importing the demo engine for every `uffdctl probe` would cost its start-up."""
+
+    def __init__(self, mode: str) -> None:  # click.Choice's own would read them at once
+        self.mode = mode
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from .scenarios import SCENARIOS
+
+        return SCENARIOS[self.mode].backings
+
+    @choices.setter
+    def choices(self, _value: object) -> None:
+        pass
+
+
+def _demo_options(mode: str, default_backing: str) -> Any:
     """The options every demo shares (one engine runs them all)."""
     def wrap(f: Any) -> Any:
         opts = [
-            click.option("--backing", type=click.Choice(backings), default=default_backing,
+            click.option("--backing", type=_Backings(mode), default=default_backing,
                          show_default=True, help="Memory behind the registered mapping."),
             click.option("--pages", type=click.IntRange(1, 1 << 20), default=8,
                          show_default=True, help="Pages to map and fault on."),
@@ -192,6 +217,7 @@ def _demo_options(backings: tuple[str, ...], default_backing: str) -> Any:
 def _run_demo(mode: str, as_json: bool, page_size: str | None, no_reserve: bool,
               **options: Any) -> int:
     from . import demo as engine
+    from . import scenarios
 
     size = None
     if page_size is not None:
@@ -210,11 +236,12 @@ def _run_demo(mode: str, as_json: bool, page_size: str | None, no_reserve: bool,
     if as_json:
         renderer = view.JsonRenderer()
     elif color_wanted():
-        renderer = view.LiveRenderer(engine.expected_faults(cfg), engine.SCENARIOS[mode].story)
+        renderer = view.LiveRenderer(scenarios.expected_faults(cfg),
+                                     scenarios.SCENARIOS[mode].story)
     else:
         renderer = view.PlainRenderer()
     try:
-        summary = engine.run_demo(cfg, renderer)
+        summary = scenarios.run(cfg, renderer)
     finally:
         if hasattr(renderer, "close"):
             renderer.close()
@@ -229,7 +256,7 @@ userfaultfd, no huge pages), 130 interrupted (everything is given back)."""
 
 
 @demo.command(context_settings=CONTEXT, epilog=DEMO_EXIT)
-@_demo_options(("hugetlb", "shmem"), "hugetlb")
+@_demo_options("minor", "hugetlb")
 @click.option("--modify", is_flag=True,
               help="The handler changes each page through the plain mapping before resolving.")
 def minor(**options: Any) -> int:
@@ -251,7 +278,7 @@ def minor(**options: Any) -> int:
 
 
 @demo.command(context_settings=CONTEXT, epilog=DEMO_EXIT)
-@_demo_options(("anon", "shmem", "hugetlb"), "anon")
+@_demo_options("missing", "anon")
 @click.option("--zero", is_flag=True,
               help="Resolve with UFFDIO_ZEROPAGE instead of UFFDIO_COPY (not on hugetlb).")
 def missing(**options: Any) -> int:
@@ -272,7 +299,7 @@ def missing(**options: Any) -> int:
 
 
 @demo.command(context_settings=CONTEXT, epilog=DEMO_EXIT)
-@_demo_options(("anon", "shmem", "hugetlb"), "anon")
+@_demo_options("wp", "anon")
 @click.option("--async", "wp_async", is_flag=True,
               help="UFFD_FEATURE_WP_ASYNC: the kernel resolves each write itself; the written "
                    "pages are found afterwards with PAGEMAP_SCAN and pagemap bit 57.")
@@ -342,7 +369,7 @@ def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: in
         raise click.UsageError("--json and --watch do not go together: use one")
     if as_json:
         from .output import dump_json
-        from .render.inspect import report_json
+        from .render.documents import report_json
 
         dump_json(report_json(procs.inspect_process(pid, all_regions)))
         return errors.OK
@@ -379,7 +406,7 @@ def ps(as_json: bool) -> int:
     report = procs.scan_all()
     if as_json:
         from .output import dump_json
-        from .render.inspect import ps_json
+        from .render.documents import ps_json
 
         dump_json(ps_json(report))
         return errors.OK
@@ -410,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure ends as one line on stderr and a documented exit status."""
     late = _LateInterrupt()
     sys.unraisablehook = late
+    interrupted = False  # reported once, below, however the interrupt arrived
+    status: Any = errors.OK
     try:
         # Held back by run() while the modules were imported (see __main__.py).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -423,8 +452,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(exc.line(), err=True)
         status = exc.status
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("uffdctl: interrupted", err=True)
-        status = errors.INTERRUPTED
+        interrupted = True
     except (_ReaderGone, BrokenPipeError):
         # The reader went away (`uffdctl ps | head`): not an error worth a traceback.
         import os
@@ -435,8 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         import os
 
         if errors.caused_by_interrupt(exc):
-            click.echo("uffdctl: interrupted", err=True)
-            status = errors.INTERRUPTED
+            interrupted = True
         elif os.environ.get("UFFDCTL_DEBUG"):
             raise
         else:
@@ -453,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         # is one) and, even though it was caught and reported here, ends the process with
         # SIGINT instead of our exit status.  Each such exec() clears that memory first.
         exec("")
-    if late.seen and status != errors.INTERRUPTED:
+    if interrupted or late.seen:
         click.echo("uffdctl: interrupted", err=True)
         status = errors.INTERRUPTED
     sys.exit(status if isinstance(status, int) else errors.OK)

@@ -15,6 +15,7 @@ handler.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from . import abi, errors, hugepages, memtypes, uffd
+from . import abi, advice, errors, hugepages, memtypes, uffd
 from .signals import GuardedExitStack, deferred_sigint, main_thread_only
 
 MiB = 1 << 20
@@ -137,7 +138,7 @@ def log2_histogram(samples: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-# ----- scenarios ------------------------------------------------------------------------------
+# ----- what a scenario works on ---------------------------------------------------------------
 
 class Run:
     """The state a scenario works on: the registered area, its alias, the uffd, patterns."""
@@ -178,10 +179,11 @@ TOUCH_BYTE = b"\xee"  # what a writing toucher stores at the start of each page 
 
 @dataclass(frozen=True)
 class Scenario:
+    """One demo as data and a few functions (scenarios.py holds the table of them)."""
+
     name: str
-    register_mode: str
+    register_mode: str  # the features it needs follow from abi.MODE_SUPPORT per memory kind
     backings: tuple[str, ...]
-    features: Callable[[str, DemoConfig], list[str]]  # memory kind -> feature keys to request
     prepare: Callable[[Run, Emit], None]  # contents before the first touch
     resolve: Callable[[Run, uffd.Message, int], tuple[str, bool]]  # -> (ioctl, modified)
     needs_alias: bool = False
@@ -193,199 +195,18 @@ class Scenario:
     arm: Callable[[Run, Emit], None] | None = None  # after UFFDIO_REGISTER, before touching
     choose: Callable[[Run], list[int]] | None = None  # the pages to touch (default: all)
     collect: Callable[[Run, Summary, Emit], None] | None = None  # after the touchers are done
+    # Asked for where offered, needed by none of the checks (fault messages name the thread).
+    extra_features: tuple[str, ...] = ("thread_id",)
+    # (DemoConfig attribute, features it needs when true): e.g. --async needs WP_ASYNC.
+    option_features: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-
-def _minor_features(kind: str, _cfg: DemoConfig) -> list[str]:
-    return ["minor_hugetlbfs" if kind == "hugetlb" else "minor_shmem", "thread_id"]
-
-
-def _minor_prepare(run: Run, emit: Emit) -> None:
-    area = run.area
-    for i in range(area.pages):
-        run.expected[i] = run.pattern(i)
-        uffd.poke(area.alias + i * run.page_size, run.expected[i])
-    emit(Step(f"wrote a distinct pattern into each of the {area.pages} pages through the plain "
-              "mapping: the page cache holds them, the registered mapping has no PTEs yet"))
-
-
-def _minor_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
-    area, ps = run.area, run.page_size
-    alias = area.alias + index * ps
-    modified = False
-    if run.cfg.modify:
-        # The handler may change what the faulting thread will see, through the plain mapping.
-        run.expected[index] = run.pattern(index, salt=0xC0DE)
-        uffd.poke(alias, run.expected[index])
-        modified = True
-    if run.cfg.wrong:
-        uffd.poke(alias, run.pattern(index, salt=0xBAD))  # not what was promised
-    run.uffd.continue_(area.addr + index * ps, ps)
-    return "continue", modified
-
-
-def _minor_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:
-    mt.map_alias(area)
-    for i in range(area.pages):
-        uffd.poke(area.alias + i * run.page_size, run.expected[i])
-
-
-MINOR = Scenario(
-    "minor", "minor", ("hugetlb", "shmem"), _minor_features, _minor_prepare, _minor_resolve,
-    needs_alias=True, floor_prepare=_minor_floor,
-    story="one memfd mapped twice; the page cache already holds the data, so a first touch "
-          "of the registered mapping is a minor fault, resolved with UFFDIO_CONTINUE")
-
-
-def _missing_features(kind: str, _cfg: DemoConfig) -> list[str]:
-    need = {"hugetlb": ["missing_hugetlbfs"], "shmem": ["missing_shmem"]}.get(kind, [])
-    return [*need, "thread_id"]
-
-
-def _missing_check(cfg: DemoConfig) -> None:
-    if cfg.zero and memtypes.MEMORY_BY_NAME[cfg.backing].kind == "hugetlb":
-        raise errors.UffdctlError(
-            "--zero cannot be used with --backing hugetlb: hugetlbfs has no UFFDIO_ZEROPAGE "
-            "(the kernel answers EINVAL and does not list it for hugetlb ranges)",
-            "drop --zero (pages are filled with UFFDIO_COPY), or use --backing anon or shmem",
-            errors.USAGE)
-
-
-def _missing_prepare(run: Run, emit: Emit) -> None:
-    ps = run.page_size
-    for i in range(run.area.pages):
-        run.expected[i] = bytes(ps) if run.cfg.zero else run.pattern(i)
-    if run.cfg.zero and not run.cfg.wrong:
-        emit(Step(f"the {run.area.pages} pages are empty; each first touch will be answered "
-                  "with UFFDIO_ZEROPAGE"))
-        return
-    # UFFDIO_COPY copies from this process's memory: one scratch page, refilled per fault.
-    run.source = uffd.mmap(ps, uffd.PROT_READ | uffd.PROT_WRITE,
-                           uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
-    run.stack.callback(uffd.munmap, run.source, ps)
-    emit(Step(f"the {run.area.pages} pages are empty; the handler will fill each on its first "
-              "touch with UFFDIO_COPY from a scratch page holding that page's own pattern"))
-
-
-def _missing_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
-    dst, ps = run.area.page(index), run.page_size
-    if run.cfg.wrong:
-        uffd.poke(run.source, run.pattern(index, salt=0xBAD))  # not what was promised
-    elif run.cfg.zero:
-        run.uffd.zeropage(dst, ps)
-        return "zeropage", False
-    else:
-        uffd.poke(run.source, run.expected[index])
-    run.uffd.copy(dst, run.source, ps)
-    return "copy", False
-
-
-MISSING = Scenario(
-    "missing", "missing", ("anon", "shmem", "hugetlb"), _missing_features, _missing_prepare,
-    _missing_resolve, check=_missing_check,
-    story="nothing is mapped yet, so each first touch is a missing fault; the handler "
-          "supplies the page with UFFDIO_COPY (or UFFDIO_ZEROPAGE)")
-
-
-def _wp_features(kind: str, cfg: DemoConfig) -> list[str]:
-    need = ["wp_hugetlbfs_shmem"] if kind in ("hugetlb", "shmem") else []
-    return [*need, *(["wp_async"] if cfg.wp_async else []), "thread_id"]
-
-
-def _wp_prepare(run: Run, emit: Emit) -> None:
-    # Populated first: a write-protect bit lives in a page table entry, so the pages must be
-    # mapped before they are protected (WP_UNPOPULATED would lift that; not needed here).
-    for i in range(run.area.pages):
-        run.expected[i] = run.pattern(i)
-        uffd.poke(run.area.page(i), run.expected[i])
-    emit(Step(f"wrote a distinct pattern into each of the {run.area.pages} pages, so every "
-              "page is mapped"))
-
-
-def _wp_arm(run: Run, emit: Emit) -> None:
-    area = run.area
-    if run.cfg.wp_async:
-        # CRIU's way: protect by scanning, and fail loudly if the range is not async-WP.
-        uffd.pagemap_scan(area.addr, area.addr + area.length,
-                          flags=abi.PM_SCAN_WP_MATCHING | abi.PM_SCAN_CHECK_WPASYNC,
-                          category_mask=abi.PAGE_IS["WPALLOWED"])
-        emit(Step("PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protected every page; with "
-                  "WP_ASYNC the kernel resolves each write itself, no message is sent"))
-    else:
-        run.uffd.writeprotect(area.addr, area.length, True)
-        emit(Step("UFFDIO_WRITEPROTECT protected every page: a write now stops in a WP fault"))
-    emit(Step(f"the touchers will write to {len(run.targets)} of the {area.pages} pages: "
-              f"{_page_list(run.targets)}"))
-
-
-def written_pages(cfg: DemoConfig) -> int:
-    """How many pages the wp demo writes: --written, else half of them."""
-    return min(cfg.pages, cfg.written if cfg.written is not None else max(1, cfg.pages // 2))
-
-
-def expected_faults(cfg: DemoConfig) -> int:
-    return written_pages(cfg) if cfg.mode == "wp" else cfg.pages
-
-
-def _wp_choose(run: Run) -> list[int]:
-    import random
-
-    n = run.area.pages
-    return sorted(random.Random(run.cfg.seed).sample(range(n), written_pages(run.cfg)))
-
-
-def _wp_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
-    # Recording the page is the point of tracking; unprotecting it wakes the writer.
-    ps = run.page_size
-    run.uffd.writeprotect(run.area.addr + index * ps, ps, False)
-    return "writeprotect", False
-
-
-def _wp_collect(run: Run, summary: Summary, emit: Emit) -> None:
-    area, written = run.area, sorted(run.target_set)
-    found: dict[str, list[int]] = {}
-    if run.cfg.wp_async:
-        regions, _ = uffd.pagemap_scan(area.addr, area.addr + area.length,
-                                       category_mask=abi.PAGE_IS["WRITTEN"],
-                                       return_mask=abi.PAGE_IS["WRITTEN"])
-        scanned = sorted({(addr - area.addr) // run.page_size for r in regions
-                          for addr in range(r.start, r.end, run.page_size)})
-        # Bit 57 of a pagemap entry is set while the page is still write-protected.
-        still = [bool(uffd.pagemap_entries(area.page(i), 1)[0] & abi.PM_UFFD_WP)
-                 for i in range(area.pages)]
-        found = {"pagemap_scan": scanned,
-                 "pagemap_bit57": [i for i in range(area.pages) if not still[i]]}
-        run.faulted = {(0, i) for i in scanned}  # every write there was resolved by the kernel
-        summary.faults = len(scanned)
-        summary.kinds["wp"] = len(scanned)
-        summary.writes = len(scanned)
-        emit(Step(f"PAGEMAP_SCAN found the written pages {_page_list(scanned)}; pagemap bit 57 "
-                  f"is clear on {_page_list(found['pagemap_bit57'])}"))
-    else:
-        found = {"faults": sorted(run.resolved)}
-    summary.extra["written_pages"] = written
-    summary.extra["found_pages"] = found
-    wrong = {how: pages for how, pages in found.items() if pages != written}
-    if wrong and summary.error is None:
-        summary.error = "; ".join(f"{how} found {_page_list(pages)}, but {_page_list(written)} "
-                                  "were written" for how, pages in wrong.items())
-
-
-def _wp_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:
-    for i in range(area.pages):
-        uffd.poke(area.page(i), run.expected[i])
-
-
-def _page_list(pages: list[int]) -> str:
-    return "none" if not pages else ", ".join(str(p) for p in pages)
-
-
-WP = Scenario(
-    "wp", "wp", ("anon", "shmem", "hugetlb"), _wp_features, _wp_prepare, _wp_resolve,
-    floor_prepare=_wp_floor, writes=True, arm=_wp_arm, choose=_wp_choose, collect=_wp_collect,
-    story="every page is mapped and write-protected; each write to a protected page is a WP "
-          "fault the handler records and resolves by removing the protection")
-
-SCENARIOS: dict[str, Scenario] = {"minor": MINOR, "missing": MISSING, "wp": WP}
+    def needs(self, memory: str, cfg: DemoConfig) -> tuple[str, ...]:
+        """The features the kernel must offer for this run (abi.MODE_SUPPORT + options)."""
+        out = list(abi.features_for(self.register_mode, memory))
+        for option, keys in self.option_features:
+            if getattr(cfg, option):
+                out += [k for k in keys if k not in out]
+        return tuple(out)
 
 
 # ----- the engine -----------------------------------------------------------------------------
@@ -474,14 +295,13 @@ class _Touchers:
         return not self.threads or self.done.wait(timeout)
 
 
-def _floor(run: Run, mt: memtypes.MemoryType, cfg: DemoConfig, cpu: int | None,
+def _floor(run: Run, scenario: Scenario, mt: memtypes.MemoryType, cpu: int | None,
            stack: ExitStack) -> list[int]:
     """The same touch on an unregistered mapping prepared the same way: the kernel's own
     fault, i.e. what userfaultfd adds on top of."""
     area = mt.allocate(run.area.pages, run.page_size)
     stack.callback(mt.release, area)
     source = area.addr
-    scenario = SCENARIOS[cfg.mode]
     if scenario.floor_prepare is not None:
         scenario.floor_prepare(run, mt, area)
     samples: list[int] = []
@@ -516,15 +336,11 @@ def _floor(run: Run, mt: memtypes.MemoryType, cfg: DemoConfig, cpu: int | None,
     return samples
 
 
-class DemoAborted(Exception):
-    pass
-
-
-def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]]
-             | None = None) -> Summary:
-    """Run one demo.  Raises errors.UffdctlError when the environment cannot run it; every
-    resource it took is given back before it returns or raises (KeyboardInterrupt too)."""
-    scenario = SCENARIOS[cfg.mode]
+def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
+             open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]] | None = None) -> Summary:
+    """Run one demo (scenarios.run picks the scenario by cfg.mode).  Raises
+    errors.UffdctlError when the environment cannot run it; every resource it took is given
+    back before it returns or raises (KeyboardInterrupt too)."""
     if scenario.check is not None:
         scenario.check(cfg)
     mt = memtypes.MEMORY_BY_NAME[cfg.backing]
@@ -532,84 +348,111 @@ def run_demo(cfg: DemoConfig, emit: Emit, open_uffd: Callable[[], tuple[uffd.Use
     handler_cpu, toucher_cpu, cpu_note = _cpu_plan(cfg.cpus)
     old_affinity = os.sched_getaffinity(0)
     started = time.monotonic()
-    with GuardedExitStack() as stack:
-        reserved = _hugepages(cfg, mt, page_size, stack, emit) if mt.kind == "hugetlb" else 0
-        if open_uffd is None:
-            from .access import open_uffd as _open
+    if open_uffd is None:
+        from .access import open_uffd as _open
 
-            def open_uffd() -> tuple[uffd.Userfaultfd, str]:
-                return _open(nonblock=True, user_mode_ok=True)
-        u, method = open_uffd()
-        stack.callback(u.close)  # closing also releases any thread still waiting in a fault
+        def open_uffd() -> tuple[uffd.Userfaultfd, str]:
+            # The touchers fault from user mode: a user-mode-only descriptor serves them.
+            return _open(nonblock=True, kernel_faults=False)
+    with GuardedExitStack() as stack:
+        # What the kernel can do is asked before anything system-wide (the huge page pool)
+        # is changed: a kernel that cannot do the mode is refused with nothing to give back.
+        u, method, requested = _open_and_handshake(scenario, mt, cfg, open_uffd, stack, emit)
+        reserved = _hugepages(cfg, mt, page_size, stack, emit) if mt.kind == "hugetlb" else 0
         summary = Summary(cfg.mode, cfg.backing, cfg.pages, page_size, cfg.threads, cfg.cpus,
                           cpu_note, method, reserved_pages=reserved)
-        emit(Step(f"opened a userfaultfd via {method}"))
-
-        wanted = 0
-        for key in scenario.features(mt.kind, cfg):
-            wanted |= abi.FEATURE_BY_KEY[key].mask
-        offered = _offered(open_uffd)
-        missing = [k for k in scenario.features(mt.kind, cfg)
-                   if k != "thread_id" and not offered & abi.FEATURE_BY_KEY[k].mask]
-        if missing:
-            raise errors.UffdctlError(
-                f"this kernel does not offer {', '.join(m.upper() for m in missing)} "
-                f"(added in {abi.FEATURE_BY_KEY[missing[0]].first})",
-                "use a newer kernel" + (", or --backing shmem" if mt.kind == "hugetlb" else ""),
-                errors.UNAVAILABLE)
-        _features, _ = u.api(wanted & offered)
-        emit(Step(f"UFFDIO_API: requested {' '.join(abi.feature_names(wanted & offered))}"))
-
-        area = _allocate(mt, cfg, page_size, stack)
-        if scenario.needs_alias:
-            mt.map_alias(area)
-        emit(Step(_describe_area(mt, area, scenario.needs_alias)))
-        run = Run(cfg, area, u, stack, write=cfg.write or scenario.writes)
-        if scenario.choose is not None:
-            run.targets = scenario.choose(run)
+        emit(Step(f"UFFDIO_API: requested {' '.join(abi.feature_names(requested))}"))
+        run = _map_and_register(scenario, mt, cfg, u, page_size, stack, emit)
         summary.expected_faults = len(run.targets)
-        scenario.prepare(run, emit)
-        ioctls = u.register(area.addr, area.length, abi.mode_value(scenario.register_mode))
-        emit(Step(f"UFFDIO_REGISTER {scenario.register_mode.upper()} on the "
-                  f"{'second ' if scenario.needs_alias else ''}mapping: kernel offers "
-                  f"{' '.join(abi.ioctl_names(ioctls))}"))
-        if scenario.arm is not None:
-            scenario.arm(run, emit)
-        every = "every page" if len(run.targets) == area.pages else \
+        every = "every page" if len(run.targets) == run.area.pages else \
             f"{len(run.targets)} pages"
         emit(Step(f"{cfg.threads} thread{'s' if cfg.threads > 1 else ''} "
                   f"{'write' if run.write else 'read'} {every}; {cpu_note}"))
-
-        touchers = _Touchers(run, cfg, toucher_cpu)
-        # Runs before the area is unmapped: a toucher woken by the unregister must be gone
-        # before its pages are, or it would touch unmapped memory.
-        stack.callback(_release_touchers, touchers, u, area, cfg.timeout)
-        if handler_cpu is not None:
-            os.sched_setaffinity(0, {handler_cpu})
-            stack.callback(os.sched_setaffinity, 0, old_affinity)
-        touchers.start()
-        _handle(run, scenario, touchers, summary, emit)
-        touchers.join(cfg.timeout)
-        if touchers.errors:
-            raise touchers.errors[0]
-        if scenario.collect is not None and summary.error is None:
-            scenario.collect(run, summary, emit)
-
-        # Latency: the toucher's round trip for the touches that really faulted.
-        faulted = run.faulted
-        summary.latency_ns = [ns for (tid, i), ns in touchers.samples.items()
-                              if (tid, i) in faulted or (0, i) in faulted]
-        summary.verified_bytes = len(touchers.verified - touchers.mismatched) * page_size
-        summary.mismatched_pages = sorted(touchers.mismatched)
+        touchers = _touch_and_handle(run, scenario, summary, emit, handler_cpu, toucher_cpu,
+                                     old_affinity)
+        _account(run, touchers, summary)
         if summary.error is None:
-            emit(Step(f"verified {summary.verified_bytes} bytes in {area.pages} pages"
+            emit(Step(f"verified {summary.verified_bytes} bytes in {run.area.pages} pages"
                       + (f"; {len(summary.mismatched_pages)} pages differ"
                          if summary.mismatched_pages else "")))
-            summary.floor_ns = _floor(run, mt, cfg, toucher_cpu, stack)
+            summary.floor_ns = _floor(run, scenario, mt, toucher_cpu, stack)
             emit(Step("the same touch on an unregistered mapping (the kernel's own fault) "
                       "measured for comparison"))
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _open_and_handshake(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoConfig,
+                        open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]],
+                        stack: ExitStack, emit: Emit) -> tuple[uffd.Userfaultfd, str, int]:
+    """Open the descriptor, refuse a kernel that lacks what the run needs, do UFFDIO_API."""
+    u, method = open_uffd()
+    stack.callback(u.close)  # closing also releases any thread still waiting in a fault
+    emit(Step(f"opened a userfaultfd via {method}"))
+    offered = _offered(open_uffd)
+
+    def lacking(kind: str) -> list[str]:
+        return [k for k in scenario.needs(kind, cfg) if not offered & abi.FEATURE_BY_KEY[k].mask]
+    missing = lacking(mt.kind)
+    if missing:
+        kinds = {name: memtypes.MEMORY_BY_NAME[name].kind for name in scenario.backings}
+        works = [name for name, kind in kinds.items() if kind != mt.kind and not lacking(kind)]
+        raise errors.UffdctlError(*advice.missing_features(scenario.name, mt.kind, missing,
+                                                           works), errors.UNAVAILABLE)
+    wanted = abi.features_mask(scenario.needs(mt.kind, cfg) + scenario.extra_features) & offered
+    u.api(wanted)
+    return u, method, wanted
+
+
+def _map_and_register(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoConfig,
+                      u: uffd.Userfaultfd, page_size: int, stack: ExitStack, emit: Emit) -> Run:
+    """Map the area (and its alias), fill it as the scenario says, register and arm it."""
+    area = _allocate(mt, cfg, page_size, stack)
+    if scenario.needs_alias:
+        mt.map_alias(area)
+    emit(Step(_describe_area(mt, area, scenario.needs_alias)))
+    run = Run(cfg, area, u, stack, write=cfg.write or scenario.writes)
+    if scenario.choose is not None:
+        run.targets = scenario.choose(run)
+    scenario.prepare(run, emit)
+    ioctls = u.register(area.addr, area.length, abi.mode_value(scenario.register_mode))
+    emit(Step(f"UFFDIO_REGISTER {scenario.register_mode.upper()} on the "
+              f"{'second ' if scenario.needs_alias else ''}mapping: kernel offers "
+              f"{' '.join(abi.ioctl_names(ioctls))}"))
+    if scenario.arm is not None:
+        scenario.arm(run, emit)
+    return run
+
+
+def _touch_and_handle(run: Run, scenario: Scenario, summary: Summary, emit: Emit,
+                      handler_cpu: int | None, toucher_cpu: int | None,
+                      old_affinity: set[int]) -> _Touchers:
+    """Start the touchers, resolve every fault until they are done, collect the results."""
+    cfg, u, area = run.cfg, run.uffd, run.area
+    touchers = _Touchers(run, cfg, toucher_cpu)
+    # Runs before the area is unmapped: a toucher woken by the unregister must be gone
+    # before its pages are, or it would touch unmapped memory.
+    run.stack.callback(_release_touchers, touchers, u, area, cfg.timeout)
+    if handler_cpu is not None:
+        os.sched_setaffinity(0, {handler_cpu})
+        run.stack.callback(os.sched_setaffinity, 0, old_affinity)
+    touchers.start()
+    _handle(run, scenario, touchers, summary, emit)
+    touchers.join(cfg.timeout)
+    if touchers.errors:
+        raise touchers.errors[0]
+    if scenario.collect is not None and summary.error is None:
+        scenario.collect(run, summary, emit)
+    return touchers
+
+
+def _account(run: Run, touchers: _Touchers, summary: Summary) -> None:
+    # Latency: the toucher's round trip for the touches that really faulted.
+    faulted = run.faulted
+    summary.latency_ns = [ns for (tid, i), ns in touchers.samples.items()
+                          if (tid, i) in faulted or (0, i) in faulted]
+    summary.verified_bytes = len(touchers.verified - touchers.mismatched) * run.page_size
+    summary.mismatched_pages = sorted(touchers.mismatched)
 
 
 def _offered(open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]]) -> int:
@@ -683,7 +526,7 @@ def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, stack: E
     try:
         area = mt.allocate(cfg.pages, page_size)
     except uffd.UffdError as exc:
-        if exc.errno == 12 and mt.kind == "hugetlb":
+        if exc.errno == errno.ENOMEM and mt.kind == "hugetlb":
             raise errors.UffdctlError("no free huge pages for the mapping (ENOMEM)",
                                       "reserve some (sysctl vm.nr_hugepages=N) or use "
                                       "--backing shmem", errors.UNAVAILABLE) from None
@@ -761,7 +604,7 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                 try:
                     how, modified = scenario.resolve(run, msg, index)
                 except uffd.UffdError as exc:
-                    if exc.errno != 17:  # EEXIST: mapped meanwhile; waking is enough
+                    if exc.errno != errno.EEXIST:  # mapped meanwhile: waking is enough
                         raise
                     u.wake(area.addr + index * ps, ps)
                     how, modified = "wake", False

@@ -1,6 +1,6 @@
 """A process's userfaultfd descriptors: /proc/PID/fd links and their fdinfo.
 
-fdinfo of a userfaultfd (fs/userfaultfd.c userfaultfd_show_fdinfo(), facts §6):
+fdinfo of a userfaultfd (6.18 fs/userfaultfd.c userfaultfd_show_fdinfo()):
 
     pending:	1          fault messages not yet read
     total:	1          threads still blocked: pending + read but not yet woken
@@ -14,8 +14,9 @@ kernel's authors call the whole thing informational: parse it leniently.
 
 from __future__ import annotations
 
+import errno
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import abi
 
@@ -28,7 +29,6 @@ class FdInfo:
     features_mask: int | None = None  # None: no API line (not a userfaultfd, or odd content)
     api_ioctls: int | None = None
     flags: int | None = None  # open flags (octal in the file)
-    other: dict[str, str] = field(default_factory=dict)
 
     @property
     def initialized(self) -> bool:
@@ -68,8 +68,6 @@ def parse_fdinfo(text: str) -> FdInfo:
                 info.api_version = _int(parts[0], 16)
                 info.features_mask = _int(parts[1], 16)
                 info.api_ioctls = _int(parts[2], 16)
-        else:
-            info.other[key] = value
     return info
 
 
@@ -100,14 +98,19 @@ def is_userfaultfd(link: str) -> bool:
 
 
 def list_fds(pid: int) -> list[tuple[int, str]]:
-    """(fd, link target) of every open descriptor; raises OSError as /proc does."""
+    """(fd, link target) of every open descriptor.  Raises OSError as /proc does when the
+    process cannot be read (procfs.error() says why); a descriptor closed meanwhile is left
+    out."""
     base = f"/proc/{pid}/fd"
     out = []
     for name in os.listdir(base):
         try:
             out.append((int(name), os.readlink(f"{base}/{name}")))
-        except (FileNotFoundError, ValueError):
-            continue  # closed meanwhile, or not a number: not ours to report
+        except OSError as exc:
+            # ENOENT: closed since the listing.  ENAMETOOLONG: a path longer than the page
+            # fs/proc/base.c do_proc_readlink() writes it into, so not an anon_inode.
+            if exc.errno not in (errno.ENOENT, errno.ENAMETOOLONG):
+                raise
     return sorted(out)
 
 
@@ -121,6 +124,6 @@ def userfaultfds(pid: int) -> list[UffdDescriptor]:
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
                 info = parse_fdinfo(f.read())
         except FileNotFoundError:
-            continue  # closed between the listing and the read
+            continue  # closed since the listing; ESRCH (the process went) is the caller's
         found.append(UffdDescriptor(fd, info))
     return found

@@ -1,7 +1,7 @@
 """One process, or every process, as userfaultfd sees it: registered regions, descriptors,
-threads stuck in a fault.  Read from /proc only; every failure a user can meet becomes an
-errors.UffdctlError with the cause and the fix (the pid is gone, a kernel thread, a zombie,
-not ours to read).
+threads stuck in a fault; and a process watched over time.  Read from /proc only; every
+failure a user can meet becomes an errors.UffdctlError with the cause and the fix, in one
+place (procfs.py).
 
 Processes change under us: a file may vanish between two reads (the process exited) or be
 cut short.  The readers treat both as "exited while being read", never as a crash.
@@ -10,34 +10,18 @@ cut short.  The readers treat both as "exited while being read", never as a cras
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BufferedReader
 
-from . import errors, smaps
-from .fdinfo import UffdDescriptor, list_fds, userfaultfds
+from . import abi, errors, procfs, smaps
+from .fdinfo import UffdDescriptor, is_userfaultfd, list_fds, userfaultfds
 from .output import inert
 
-PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
-STUCK_WCHAN = "handle_userfault"  # where a thread sleeps while its fault is unresolved
-
-# The feature a descriptor must have asked for to register MODE on MEMORY (None: none needed).
-_NEEDS = {
-    ("missing", "anon"): None, ("missing", "shmem"): "missing_shmem",
-    ("missing", "hugetlb"): "missing_hugetlbfs",
-    ("wp", "anon"): None, ("wp", "shmem"): "wp_hugetlbfs_shmem",
-    ("wp", "hugetlb"): "wp_hugetlbfs_shmem", ("wp", "file"): "wp_async",
-    ("minor", "shmem"): "minor_shmem", ("minor", "hugetlb"): "minor_hugetlbfs",
-}
-
-
-@dataclass
-class Stat:
-    comm: str
-    state: str
-    flags: int
-    minflt: int
-    uid: int | None = None
+# Where a thread sleeps while its fault is unresolved: /proc/PID/task/TID/wchan names the
+# function (6.18 fs/userfaultfd.c handle_userfault() schedules there).
+STUCK_WCHAN = "handle_userfault"
 
 
 @dataclass
@@ -83,18 +67,7 @@ class ProcessReport:
         return sum(u.pending for u in self.uffds)
 
 
-# ----- reading /proc ---------------------------------------------------------------------------
-
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return f.read()
-
-
-def _read_bytes(path: str) -> bytes:
-    # A large buffer: /proc/PID/smaps of a big process is tens of MB.
-    with open(path, "rb", buffering=1 << 20) as f:
-        return f.read()
-
+# ----- reading one process ---------------------------------------------------------------------
 
 class _Counted:
     """A file's readinto that counts what it read (0 in all: the process had already gone)."""
@@ -110,117 +83,18 @@ class _Counted:
         return n
 
 
-def parse_stat(text: str) -> Stat | None:
-    """/proc/PID/stat: the name sits in parentheses and may itself hold ") " and spaces."""
-    open_at, close_at = text.find("("), text.rfind(")")
-    if open_at < 0 or close_at < open_at:
-        return None
-    rest = text[close_at + 1:].split()
-    if len(rest) < 8:
-        return None
-    try:
-        return Stat(text[open_at + 1:close_at], rest[0], int(rest[6]), int(rest[7]))
-    except ValueError:
-        return None
+def _regions(pid: int, all_regions: bool) -> list[smaps.Region]:
+    """/proc/PID/smaps as regions: every one, or only the registered ones read piece by piece.
 
-
-def _gone(pid: int) -> errors.UffdctlError:
-    return errors.UffdctlError(f"pid {pid} exited while it was being read",
-                               "run again if it was restarted (its pid changes)",
-                               errors.NO_PROCESS)
-
-
-def _denied(pid: int, what: str) -> errors.UffdctlError:
-    try:
-        owner = os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        owner = -1
-    whose = f"it belongs to uid {owner} and you are uid {os.geteuid()}" if owner >= 0 else \
-        "it is not yours"
-    return errors.UffdctlError(
-        f"not allowed to read {what} of pid {pid}: {whose}",
-        "run as its owner or as root: reading another process's memory map needs ptrace "
-        "read access (same user and dumpable, or CAP_SYS_PTRACE)", errors.NO_ACCESS)
-
-
-def read_stat(pid: int) -> Stat:
-    try:
-        text = _read(f"/proc/{pid}/stat")
-    except FileNotFoundError:
-        raise errors.UffdctlError(f"no process with pid {pid}",
-                                  "check the pid with `uffdctl ps` or `ps -e`",
-                                  errors.NO_PROCESS) from None
-    except ProcessLookupError:
-        raise _gone(pid) from None
-    stat = parse_stat(text)
-    if stat is None:
-        raise _gone(pid)
-    return stat
-
-
-def _check_user_process(pid: int, stat: Stat) -> None:
-    if stat.flags & PF_KTHREAD:
-        raise errors.UffdctlError(
-            f"pid {pid} ({inert(stat.comm)}) is a kernel thread: it has no user memory to register",
-            "give the pid of a user process", errors.NO_PROCESS)
-    if stat.state in ("Z", "X"):
-        raise errors.UffdctlError(
-            f"pid {pid} ({inert(stat.comm)}) is a zombie: it has exited and its memory is gone "
-            "(its parent has not reaped it yet)", "give the pid of a running process",
-            errors.NO_PROCESS)
-
-
-def stuck_threads(pid: int) -> list[StuckThread]:
-    out: list[StuckThread] = []
-    try:
-        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit())
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            wchan = _read(f"/proc/{pid}/task/{tid}/wchan").strip()
-            if wchan != STUCK_WCHAN:
-                continue
-            stat = parse_stat(_read(f"/proc/{pid}/task/{tid}/stat"))
-        except OSError:
-            continue  # the thread ended: it is not stuck
-        out.append(StuckThread(tid, stat.comm if stat else "?", stat.state if stat else "?",
-                               wchan))
-    return out
-
-
-def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[int, Owner]:
-    """Which descriptor registered each region, as far as the kernel lets us know.
-
-    /proc does not say.  It is certain when the process holds one initialized descriptor;
-    otherwise only the descriptors whose features allow that mode on that memory remain."""
-    marks_init = any(u.info.initialized for u in uffds)
-    usable = [u for u in uffds if u.info.initialized or not marks_init]
-    owners = {}
-    for r in regions:
-        if not r.registered:
-            continue
-        memory = r.memory
-        fits = []
-        for u in usable:
-            names = set(u.features)
-            if all(_NEEDS.get((m, memory), "?") is None or _NEEDS.get((m, memory)) in names
-                   for m in r.modes):
-                fits.append(u.fd)
-        owners[r.start] = Owner(fits, certain=len(usable) == 1 and len(fits) == 1)
-    return owners
-
-
-def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
-    if pid <= 0:
-        raise errors.UffdctlError(f"{pid} is not a process id", "give a pid greater than 0",
-                                  errors.USAGE)
-    stat = read_stat(pid)
-    _check_user_process(pid, stat)
+    A user process always has mappings: an empty read means its mm is gone (6.18
+    fs/proc/task_mmu.c proc_maps_open() takes no mm from an exited task, and m_start() then
+    shows nothing), so it exited or became a zombie while we looked."""
     path = f"/proc/{pid}/smaps"
-    try:
+    with procfs.reading(pid, "the memory map (/proc/PID/smaps)"):
         if all_regions:
-            text = _read_bytes(path)
+            # A large buffer: /proc/PID/smaps of a big process is tens of MB.
+            with open(path, "rb", buffering=1 << 20) as f:
+                text = f.read()
             size = len(text)
             regions = smaps.parse_smaps(text)
         else:
@@ -228,28 +102,171 @@ def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
                 read = _Counted(f)
                 regions = smaps.scan_registered(read)
             size = read.size
-    except PermissionError:
-        raise _denied(pid, "the memory map (/proc/PID/smaps)") from None
-    except (FileNotFoundError, ProcessLookupError):
-        raise _gone(pid) from None
     if not size:
-        # A user process always has mappings: it exited (or became a zombie) meanwhile.
-        _check_user_process(pid, read_stat(pid))
-        raise _gone(pid)
+        raise procfs.gone(pid)
+    return regions
+
+
+def stuck_threads(pid: int) -> list[StuckThread]:
+    """The threads whose wchan is handle_userfault.  A thread that ends while we look is not
+    stuck, so what cannot be read is left out (procfs.read_detail)."""
+    out: list[StuckThread] = []
     try:
-        uffds = userfaultfds(pid)
-    except PermissionError:
-        raise _denied(pid, "the open files (/proc/PID/fd)") from None
-    except (FileNotFoundError, ProcessLookupError):
-        raise _gone(pid) from None
-    try:
-        cmdline = [a for a in _read(f"/proc/{pid}/cmdline").split("\0") if a]
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit())
     except OSError:
-        cmdline = []
+        return out  # the process went: the reads before and after say so
+    for tid in tids:
+        wchan = (procfs.read_detail(f"/proc/{pid}/task/{tid}/wchan") or "").strip()
+        if wchan != STUCK_WCHAN:
+            continue
+        stat = procfs.parse_stat(procfs.read_detail(f"/proc/{pid}/task/{tid}/stat") or "")
+        out.append(StuckThread(tid, stat.comm if stat else "?", stat.state if stat else "?",
+                               wchan))
+    return out
+
+
+def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
+    if pid <= 0:
+        raise errors.UffdctlError(f"{pid} is not a process id", "give a pid greater than 0",
+                                  errors.USAGE)
+    stat = procfs.user_process(pid)
+    regions = _regions(pid, all_regions)
+    with procfs.reading(pid, "the open files (/proc/PID/fd)"):
+        uffds = userfaultfds(pid)
+    cmdline = [a for a in (procfs.read_detail(f"/proc/{pid}/cmdline") or "").split("\0") if a]
     report = ProcessReport(pid, stat.comm, cmdline, stat.state, regions, uffds,
                            stuck_threads(pid), stat.minflt, all_regions)
     report.owners = attribute(regions, uffds)
     return report
+
+
+# ----- which descriptor registered a region ---------------------------------------------------
+
+@dataclass(frozen=True)
+class _Rule:
+    """What abi.MODE_SUPPORT says about one mode on one memory type, for attribution."""
+
+    required: frozenset[str]  # checked by the kernel at UFFDIO_REGISTER
+    evidence: frozenset[str]  # asked for only to use this mode on this memory
+
+
+def _rules() -> dict[tuple[str, str], _Rule]:
+    anon = {row.mode: frozenset(row.features) for row in abi.MODE_SUPPORT
+            if row.memory == "anon"}
+    return {(row.mode, row.memory): _Rule(frozenset(row.required),
+                                          frozenset(row.features) - anon.get(row.mode, frozenset()))
+            for row in abi.MODE_SUPPORT}
+
+
+
+
+def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[int, Owner]:
+    """Which descriptor registered each region, as far as the kernel lets us know.
+
+    /proc does not say, and the features a descriptor asked for prove little: the kernel
+    checks none of them at UFFDIO_REGISTER except WP_ASYNC, without which WP on a plain file
+    is refused (6.18 fs/userfaultfd.c userfaultfd_register() -> vma_can_userfault() in
+    include/linux/userfaultfd_k.h; abi.MODE_SUPPORT's ``required``).  So, per region:
+
+    candidates  the initialized descriptors (all of them if none is marked: before 5.15)
+                holding every ``required`` feature of each of the region's modes
+    evidence    per mode, the features of its row a program asks for only for this memory
+                type: the row's features minus those of the same mode on anon (wp on shmem:
+                wp_hugetlbfs_shmem; missing on shmem: missing_shmem; anon rows: none)
+    fits        a candidate asked for at least one feature of each non-empty evidence
+    owners      the candidates that fit every mode, or all candidates when none does; a mode
+                with no row on this memory (the kernel never allows it) leaves the candidates
+
+    ``certain`` only when exactly one candidate exists."""
+    marks_init = any(u.info.initialized for u in uffds)
+    asked = {u.fd: frozenset(u.features) for u in uffds if u.info.initialized or not marks_init}
+    owners = {}
+    table = _rules()  # read afresh: twelve rows, and the table is the one source
+    for r in regions:
+        if not r.registered:
+            continue
+        rules = [table.get((mode, r.memory)) for mode in r.modes]
+        known = [rule for rule in rules if rule is not None]
+        candidates = [fd for fd, features in asked.items()
+                      if all(rule.required <= features for rule in known)]
+        fitting = [fd for fd in candidates
+                   if all(not rule.evidence or rule.evidence & asked[fd] for rule in known)]
+        if len(known) < len(rules) or not fitting:
+            fitting = candidates
+        owners[r.start] = Owner(fitting, certain=len(candidates) == 1)
+    return owners
+
+
+# ----- a process over time ---------------------------------------------------------------------
+
+@dataclass
+class Frame:
+    """One look at a watched process."""
+
+    report: ProcessReport  # the look; on the closing frame, the last look before it went
+    at: float  # time.time() of the look
+    changes: list[str]  # what changed since the previous look, one line each (plain text)
+    rate: float | None  # minor faults per second since the previous look; None the first time
+    exited: str | None = None  # set on the closing frame only: why the watch ended
+
+
+def watch(pid: int, interval: float, all_regions: bool = False, count: int | None = None
+          ) -> Iterator[Frame]:
+    """Look at ``pid`` now and every ``interval`` seconds until it exits or ``count`` looks
+    were made.  When the process exits a closing frame says so (``exited``).  The first look
+    raises like inspect_process(); a later one that fails for another reason than the
+    process being gone (errors.NO_PROCESS) raises too."""
+    report = inspect_process(pid, all_regions)
+    t_prev, looks = time.monotonic(), 1
+    yield Frame(report, time.time(), [], None)
+    while count is None or looks < count:
+        time.sleep(interval)
+        try:
+            new = inspect_process(pid, all_regions)
+        except errors.UffdctlError as exc:
+            if exc.status != errors.NO_PROCESS:
+                raise
+            yield Frame(report, time.time(), [], None,
+                        f"pid {pid} ({inert(report.comm)}) exited; watched for {looks} "
+                        "refreshes")
+            return
+        now = time.monotonic()
+        rate = (new.minflt - report.minflt) / max(now - t_prev, 1e-6)
+        yield Frame(new, time.time(), changes(report, new), rate)
+        report, t_prev, looks = new, now, looks + 1
+
+
+def changes(before: ProcessReport, after: ProcessReport) -> list[str]:
+    """What changed between two looks at a process, one line each (plain text)."""
+    out = []
+    old = {(r.start, r.end): r for r in before.registered}
+    new = {(r.start, r.end): r for r in after.registered}
+    for key in sorted(new.keys() - old.keys()):
+        r = new[key]
+        out.append(f"+ region {r.start:x}-{r.end:x} {r.memory} registered "
+                   f"{'+'.join(r.modes)}")
+    for key in sorted(old.keys() - new.keys()):
+        r = old[key]
+        out.append(f"- region {r.start:x}-{r.end:x} {r.memory} no longer registered")
+    for key in sorted(new.keys() & old.keys()):
+        if new[key].modes != old[key].modes:
+            out.append(f"~ region {key[0]:x}-{key[1]:x} modes {'+'.join(old[key].modes)} -> "
+                       f"{'+'.join(new[key].modes)}")
+    pend_old = {u.fd: u.pending for u in before.uffds}
+    for u in after.uffds:
+        if u.fd not in pend_old:
+            out.append(f"+ fd {u.fd} userfaultfd opened ({' '.join(u.features) or 'no features'})")
+        elif u.pending != pend_old[u.fd]:
+            out.append(f"~ fd {u.fd} pending {pend_old[u.fd]} -> {u.pending}")
+    for fd in sorted(pend_old.keys() - {u.fd for u in after.uffds}):
+        out.append(f"- fd {fd} userfaultfd closed")
+    stuck_old = {t.tid for t in before.stuck_threads}
+    stuck_new = {t.tid for t in after.stuck_threads}
+    for tid in sorted(stuck_new - stuck_old):
+        out.append(f"! thread {tid} stuck in a fault")
+    for tid in sorted(stuck_old - stuck_new):
+        out.append(f"  thread {tid} released")
+    return out
 
 
 # ----- every process -----------------------------------------------------------------------------
@@ -259,7 +276,7 @@ class PsRow:
     pid: int
     comm: str
     uffds: int
-    regions_by_mode: dict[str, int]
+    regions_by_mode: dict[str, int]  # only the modes in use, in smaps.UFFD_MODE_ORDER
     registered_regions: int
     pending: int
     stuck_threads: int
@@ -276,28 +293,35 @@ class PsReport:
         return sum(self.unreadable.values())
 
 
-def _pids() -> Iterator[int]:
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            yield int(name)
+def _pids() -> list[int]:
+    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+
+
+def _ps_row(report: ProcessReport) -> PsRow:
+    registered = report.registered
+    by_mode = {m: sum(m in r.modes for r in registered) for m in smaps.UFFD_MODE_ORDER}
+    return PsRow(report.pid, report.comm, len(report.uffds),
+                 {m: n for m, n in by_mode.items() if n}, len(registered), report.pending,
+                 len(report.stuck_threads))
 
 
 def scan_all() -> PsReport:
+    """Every process holding a userfaultfd.  Only /proc/PID/fd of each process is read until
+    one link is a userfaultfd: that scan is the cost of `ps` (see procfs.py for why it does
+    not go through psutil, which is 2x slower here)."""
     rows: list[PsRow] = []
     unreadable: dict[str, int] = {}
-    scanned = 0
-    for pid in sorted(_pids()):
-        scanned += 1
+    pids = _pids()
+    for pid in pids:
         try:
             links = list_fds(pid)
-        except PermissionError:
-            key = ("not yours: run as root to read them" if os.geteuid() else
-                   "denied even to root (changing credentials or exiting while read)")
-            unreadable[key] = unreadable.get(key, 0) + 1
-            continue
-        except OSError:
-            continue  # exited meanwhile: nothing to report
-        if not any(link == "anon_inode:[userfaultfd]" for _, link in links):
+        except OSError as exc:
+            if procfs.error(pid, exc, "the open files").status == errors.NO_ACCESS:
+                key = ("not yours: run as root to read them" if os.geteuid() else
+                       "denied even to root (changing credentials or exiting while read)")
+                unreadable[key] = unreadable.get(key, 0) + 1
+            continue  # gone meanwhile: nothing to report
+        if not any(is_userfaultfd(link) for _, link in links):
             continue
         try:
             report = inspect_process(pid)
@@ -306,10 +330,5 @@ def scan_all() -> PsReport:
                 key = "their memory maps are not readable: run as root"
                 unreadable[key] = unreadable.get(key, 0) + 1
             continue
-        by_mode: dict[str, int] = {}
-        for r in report.registered:
-            for m in r.modes:
-                by_mode[m] = by_mode.get(m, 0) + 1
-        rows.append(PsRow(pid, report.comm, len(report.uffds), by_mode,
-                          len(report.registered), report.pending, len(report.stuck_threads)))
-    return PsReport(rows, scanned, unreadable)
+        rows.append(_ps_row(report))
+    return PsReport(rows, len(pids), unreadable)

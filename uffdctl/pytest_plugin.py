@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     marked = [(item, names) for item in items if (names := _requirements(item))]
     if not marked:
         return  # most test suites: nothing of uffdctl's is imported
-    from .probe import RequirementError, parse_requirement
+    from .require import RequirementError, parse_requirement
 
     for item, names in marked:
         for name in names:
@@ -59,7 +59,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     names = _requirements(item)
     if not names:
         return
-    from .probe import check_requirements, parse_requirement
+    from .require import check_requirements, parse_requirement
 
     report = _report(item.config)
     if not report.usable:

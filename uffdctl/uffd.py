@@ -6,7 +6,7 @@ kernel's terms (abi.errno_meaning) without parsing strings.
 
 GIL note: calls through ctypes.CDLL and CFUNCTYPE release the interpreter lock, PYFUNCTYPE
 (ctypes.string_at) does not.  A thread that touches a registered page must do so through
-:func:`touch_read`/:func:`touch_write`/:func:`peek`/:func:`poke`/:func:`compare` (libc
+:func:`touch_read`/:func:`touch_write`/:func:`poke`/:func:`compare` (libc
 calls, GIL released) so that the handler thread can run while the toucher is blocked in the
 fault.
 """
@@ -20,7 +20,7 @@ import os
 import struct
 from typing import NamedTuple
 
-from . import abi
+from . import abi, errors
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -31,20 +31,15 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_int, ctypes.c_long]
 _libc.munmap.restype = ctypes.c_int
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.madvise.restype = ctypes.c_int
-_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.mprotect.restype = ctypes.c_int
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.memcmp.restype = ctypes.c_int
 _libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 _libc.memset.restype = ctypes.c_void_p
 _libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
 
 MAP_FAILED = ctypes.c_void_p(-1).value
-PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
-MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
-MAP_NORESERVE, MAP_HUGETLB = 0x4000, 0x40000
-MADV_DONTNEED, MADV_REMOVE = 4, 9
+PROT_READ, PROT_WRITE = 1, 2
+MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
+MAP_NORESERVE = 0x4000
 MFD_CLOEXEC, MFD_HUGETLB = 0x1, 0x4
 MFD_HUGE_SHIFT = 26
 
@@ -150,7 +145,10 @@ def _signed(value: int) -> int:
 def syscall_number() -> int:
     nr = abi.SYSCALL_NR.get(abi.machine())
     if nr is None:
-        raise UffdError("userfaultfd", _errno.ENOSYS, f"unknown architecture {abi.machine()}")
+        raise errors.UffdctlError(
+            f"uffdctl does not support {abi.machine()}: its userfaultfd syscall number, ioctl "
+            "encoding or byte order is not the generic little-endian one uffdctl encodes",
+            "run it on " + ", ".join(sorted(set(abi.SYSCALL_NR))), errors.UNAVAILABLE)
     return nr
 
 
@@ -176,6 +174,12 @@ def open_dev_userfaultfd(flags: int = abi.O_CLOEXEC | abi.O_NONBLOCK,
         return int(fd)
     finally:
         os.close(dev)
+
+
+def open_with(method: abi.OpenMethod, nonblock: bool = True) -> int:
+    """A new userfaultfd opened the way ``method`` says (abi.OPEN_METHODS)."""
+    flags = abi.O_CLOEXEC | (abi.O_NONBLOCK if nonblock else 0) | method.flags
+    return open_dev_userfaultfd(flags) if method.device else open_userfaultfd(flags)
 
 
 class Message(NamedTuple):
@@ -242,9 +246,9 @@ class Userfaultfd:
         self.ioctls = 0
 
     @classmethod
-    def open(cls, flags: int = abi.O_CLOEXEC | abi.O_NONBLOCK, *, dev: bool = False
+    def open(cls, method: abi.OpenMethod = abi.OPEN_METHODS[0], nonblock: bool = True
              ) -> Userfaultfd:
-        return cls(open_dev_userfaultfd(flags) if dev else open_userfaultfd(flags))
+        return cls(open_with(method, nonblock))
 
     def __enter__(self) -> Userfaultfd:
         return self
@@ -330,16 +334,6 @@ def munmap(addr: int, length: int) -> None:
         raise _fail("munmap")
 
 
-def madvise(addr: int, length: int, advice: int) -> None:
-    if _libc.madvise(addr, length, advice) != 0:
-        raise _fail("madvise")
-
-
-def mprotect(addr: int, length: int, prot: int) -> None:
-    if _libc.mprotect(addr, length, prot) != 0:
-        raise _fail("mprotect")
-
-
 def memfd_create(name: str, flags: int = MFD_CLOEXEC, huge_page_size: int = 0) -> int:
     """memfd_create(2); huge_page_size (bytes) selects a hugetlbfs memfd of that size."""
     if huge_page_size:
@@ -355,13 +349,6 @@ def ftruncate(fd: int, length: int) -> None:
         os.ftruncate(fd, length)
     except OSError as exc:
         raise UffdError("ftruncate", exc.errno or _errno.EIO) from None
-
-
-def peek(addr: int, length: int) -> bytes:
-    """Copy bytes out of memory with the GIL released (may fault on a registered page)."""
-    buf = ctypes.create_string_buffer(length)
-    ctypes.memmove(buf, addr, length)
-    return buf.raw
 
 
 def poke(addr: int, data: bytes) -> None:

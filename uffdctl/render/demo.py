@@ -8,39 +8,12 @@ there are many pages.
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from ..demo import Fault, Step, Summary, log2_histogram, percentiles
+from .documents import event_json, summary_json
 
 STREAM_LIMIT = 64  # beyond this many pages the terminal shows progress, not every fault
-
-
-def summary_json(s: Summary) -> dict[str, Any]:
-    lat = percentiles(s.latency_ns)
-    floor = percentiles(s.floor_ns)
-    return {
-        "event": "summary", "mode": s.mode, "pages": s.pages, "faults": s.faults,
-        "expected_faults": s.expected_faults,
-        "minor": s.kinds.get("minor", 0), "missing": s.kinds.get("missing", 0),
-        "wp": s.kinds.get("wp", 0), "messages": s.messages, "writes": s.writes,
-        "verified_bytes": s.verified_bytes, "ok": s.ok,
-        "latency_ns": {k: lat[k] for k in ("p50", "p90", "p99", "max") if k in lat},
-        "floor_ns": {k: floor[k] for k in ("p50", "p90", "p99", "max") if k in floor},
-        "histogram_us": [[bound, count] for bound, count in log2_histogram(s.latency_ns)],
-        "backing": s.backing, "page_size": s.page_size, "threads": s.threads, "cpus": s.cpus,
-        "cpu_note": s.cpu_note, "uffd_method": s.uffd_method, "reserved_pages": s.reserved_pages,
-        "mismatched_pages": s.mismatched_pages, "error": s.error,
-        "elapsed_s": round(s.elapsed_s, 6), **s.extra,
-    }
-
-
-def event_json(e: Step | Fault) -> dict[str, Any]:
-    if isinstance(e, Step):
-        return {"event": "step", "text": e.text}
-    return {"event": "fault", "seq": e.seq, "page": e.page, "address": e.address,
-            "flags": e.flag_names, "flags_mask": e.flags, "kind": e.kind, "tid": e.tid,
-            "resolved_with": e.resolved_with, "modified": e.modified,
-            "duplicate": e.duplicate, "handle_ns": e.handle_ns}
 
 
 def _us(ns: int | None) -> str:

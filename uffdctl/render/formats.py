@@ -1,6 +1,6 @@
 """The probe's answer in the formats CI systems and fleets already read.
 
-Every format is built from the probe's JSON document (probe.report_to_json), so a value means
+Every format is built from the probe's JSON document (documents.probe_json), so a value means
 the same thing everywhere: a feature is true when this process can use it (offered by the
 kernel and accepted on a fresh descriptor), a cell MODE:MEMORY when a real registration
 succeeded, an ioctl when some working cell hands it back and it did not fail when tried.
@@ -22,7 +22,8 @@ import shlex
 import tempfile
 from typing import Any
 
-FORMATS = ("table", "json", "github", "env", "nfd", "facts")
+from .. import abi
+
 # NFD accepts feature.node.kubernetes.io and its sub-namespaces without extra configuration.
 NFD_PREFIX = "uffd.feature.node.kubernetes.io"
 NFD_DEFAULT_EXPIRY_S = 7200
@@ -50,8 +51,8 @@ def facts(doc: dict[str, Any]) -> dict[str, Any]:
     for c in doc.get("matrix") or []:
         out[cell_name(c["mode"], c["memory"])] = bool(c.get("ok"))
     ioctls = usable_ioctls(doc)
-    for name in ("copy", "zeropage", "move", "writeprotect", "continue", "poison"):
-        out[f"ioctl_{name}"] = name in ioctls
+    for ioctl in abi.RESOLVING_IOCTLS:
+        out[f"ioctl_{ioctl.key}"] = ioctl.key in ioctls
     return out
 
 

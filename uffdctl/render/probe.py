@@ -7,9 +7,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import abi
+from .. import abi, kconfig
+from ..advice import demo_minor_outlook
 from ..output import inert
-from ..probe import ProbeReport, RequirementResult, hugetlb_demo_outlook
+from ..probe import ProbeReport
+from ..require import RequirementResult
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "INFO": "cyan"}
 _CELL = {"ok": ("ok", "green"), "unsupported": ("EINVAL", "dim"), "denied": ("EPERM", "red"),
@@ -33,19 +35,43 @@ def _heading(con: Console, text: str) -> None:
 
 def render(report: ProbeReport, con: Console,
            results: list[RequirementResult] | None = None) -> None:
-    tty = con.is_terminal
-    table_box = box.SIMPLE_HEAD if tty else box.ASCII2
     k = report.kernel
     con.print(Text(f"uffdctl probe: Linux {k.release} {k.machine}", style="bold"))
-
-    _heading(con, "Kernel")
-    if k.config is None:
-        _line(con, "INFO", "/proc/config.gz not readable: Kconfig symbols unknown")
+    _kernel(report, con)
+    _access(report, con)
+    if report.api is None:
+        cause, fix = report.access.summary()
+        _heading(con, "API")
+        _line(con, "FAIL", f"no userfaultfd can be opened: {cause}", f"fix: {fix}" if fix else "")
     else:
-        for sym, val in k.config.items():
-            level = "PASS" if val in ("y", "m") else "INFO"
-            _line(con, level, f"{sym}={val}" if val != "n" else f"{sym} is not set")
+        _features(report, con)
+        _matrix(report, con)
+        _ioctls(report, con)
+    _hugepages(report, con)
+    if results:
+        _heading(con, "Requirements")
+        for r in results:
+            _line(con, "PASS" if r.met else "FAIL", r.requirement.text, r.reason)
 
+
+def _table_box(con: Console) -> box.Box:
+    return box.SIMPLE_HEAD if con.is_terminal else box.ASCII2
+
+
+def _kernel(report: ProbeReport, con: Console) -> None:
+    k = report.kernel
+    if k.config is None:
+        _heading(con, "Kernel")
+        _line(con, "INFO", "no kernel configuration readable in " + ", ".join(
+            kconfig.candidates(k.release)) + ": Kconfig symbols unknown")
+        return
+    _heading(con, f"Kernel (configuration read from {k.config_source})")
+    for sym, val in k.config.items():
+        level = "PASS" if val in ("y", "m") else "INFO"
+        _line(con, level, f"{sym}={val}" if val != "n" else f"{sym} is not set")
+
+
+def _access(report: ProbeReport, con: Console) -> None:
     ctx = report.access.context
     _heading(con, f"Access (uid {ctx.euid})")
     for m in report.access.methods:
@@ -66,57 +92,68 @@ def render(report: ProbeReport, con: Console,
                        f"{'yes' if ctx.cap_sys_ptrace else 'no'}; user namespace {userns}; "
                        f"seccomp {seccomp}; /dev/userfaultfd {dev}")
 
+
+def _features(report: ProbeReport, con: Console) -> None:
     api = report.api
-    if api is None:
-        cause, fix = report.access.summary()
-        _heading(con, "API")
-        _line(con, "FAIL", f"no userfaultfd can be opened: {cause}", f"fix: {fix}" if fix else "")
-    else:
-        _heading(con, f"API features (UFFDIO_API offers 0x{api.features_mask:x}; "
-                      f"ioctls: {' '.join(abi.ioctl_names(api.ioctls_mask))}; via {api.method})")
-        t = Table(box=table_box, show_edge=False, pad_edge=False)
-        for col in ("bit", "feature", "since", "offered", "usable", "meaning"):
-            t.add_column(col, no_wrap=col != "meaning")
-        for f in api.features:
-            offered = Text("yes", style="green") if f.offered else Text("no", style="dim")
-            if not f.offered:
-                usable = Text("-", style="dim")
-            elif f.usable:
-                usable = Text("yes", style="green")
-            else:
-                usable = Text(f"no ({f.errno})", style="yellow")
-            t.add_row(str(f.bit), f.name, f.first, offered, usable, f.meaning)
-        con.print(t)
+    assert api is not None
+    _heading(con, f"API features (UFFDIO_API offers 0x{api.features_mask:x}; "
+                  f"ioctls: {' '.join(abi.ioctl_names(api.ioctls_mask))}; via {api.method})")
+    t = Table(box=_table_box(con), show_edge=False, pad_edge=False)
+    for col in ("bit", "feature", "since", "offered", "usable", "meaning"):
+        t.add_column(col, no_wrap=col != "meaning")
+    for f in api.features:
+        offered = Text("yes", style="green") if f.offered else Text("no", style="dim")
+        if not f.offered:
+            usable = Text("-", style="dim")
+        elif f.usable:
+            usable = Text("yes", style="green")
+        else:
+            usable = Text(f"no ({f.errno})", style="yellow")
+        t.add_row(str(f.bit), f.name, f.first, offered, usable, f.meaning)
+    con.print(t)
 
-        _heading(con, "Registration matrix (UFFDIO_REGISTER, for real)")
-        memories = list(dict.fromkeys(c.memory for c in report.matrix))
-        t = Table(box=table_box, show_edge=False, pad_edge=False)
-        t.add_column("mode", no_wrap=True)
-        for mem in memories:
-            t.add_column(mem, no_wrap=True)
-        for mode in abi.MATRIX_MODES:
-            row: list[Text | str] = [mode]
-            for mem in memories:
-                c = report.cell(mode, mem)
-                label, style = _CELL.get(c.status if c else "error", ("?", "red"))
-                row.append(Text(label, style=style))
-            t.add_row(*row)
-        con.print(t)
-        _heading(con, "Ioctls UFFDIO_REGISTER hands back (widest working mode per memory)")
-        for mem in memories:
-            cells = [c for c in report.matrix if c.memory == mem and c.ok]
-            if not cells:
-                bad = next(c for c in report.matrix if c.memory == mem)
-                level = "WARN" if bad.status == "no-hugepages" else "INFO"
-                _line(con, level, f"{mem}: {bad.error or bad.status}",
-                      f"fix: {bad.fix}" if bad.fix else "")
-                continue
-            widest = max(cells, key=lambda c: bin(c.ioctls_mask).count("1"))
-            text = f"{mem} [{widest.mode}]: {' '.join(widest.working_ioctls)}"
-            notes = [f"{n} listed but fails ({e})" for n, e in widest.failing_ioctls.items()]
-            notes += [f"{n} not tried: {why}" for n, why in widest.untested_ioctls.items()]
-            _line(con, "WARN" if widest.failing_ioctls else "PASS", text, "; ".join(notes))
 
+def _memories(report: ProbeReport) -> list[str]:
+    return list(dict.fromkeys(c.memory for c in report.matrix))
+
+
+def _matrix(report: ProbeReport, con: Console) -> None:
+    _heading(con, "Registration matrix (UFFDIO_REGISTER, for real)")
+    memories = _memories(report)
+    t = Table(box=_table_box(con), show_edge=False, pad_edge=False)
+    t.add_column("mode", no_wrap=True)
+    for mem in memories:
+        t.add_column(mem, no_wrap=True)
+    for mode in abi.MATRIX_MODES:
+        row: list[Text | str] = [mode]
+        for mem in memories:
+            c = report.cell(mode, mem)
+            label, style = _CELL.get(c.status if c else "error", ("?", "red"))
+            if c is not None and c.status == "unsupported" and c.errno is None:
+                label = "no feature"  # the kernel does not offer what the mode needs
+            row.append(Text(label, style=style))
+        t.add_row(*row)
+    con.print(t)
+
+
+def _ioctls(report: ProbeReport, con: Console) -> None:
+    _heading(con, "Ioctls UFFDIO_REGISTER hands back (widest working mode per memory)")
+    for mem in _memories(report):
+        cells = [c for c in report.matrix if c.memory == mem and c.ok]
+        if not cells:
+            bad = next(c for c in report.matrix if c.memory == mem)
+            level = "WARN" if bad.status == "no-hugepages" else "INFO"
+            _line(con, level, f"{mem}: {bad.error or bad.status}",
+                  f"fix: {bad.fix}" if bad.fix else "")
+            continue
+        widest = max(cells, key=lambda c: bin(c.ioctls_mask).count("1"))
+        text = f"{mem} [{widest.mode}]: {' '.join(widest.working_ioctls)}"
+        notes = [f"{n} listed but fails ({e})" for n, e in widest.failing_ioctls.items()]
+        notes += [f"{n} not tried: {why}" for n, why in widest.untested_ioctls.items()]
+        _line(con, "WARN" if widest.failing_ioctls else "PASS", text, "; ".join(notes))
+
+
+def _hugepages(report: ProbeReport, con: Console) -> None:
     _heading(con, "Huge pages")
     hp = report.hugepages
     if not hp.pools:
@@ -128,10 +165,6 @@ def render(report: ProbeReport, con: Console,
     if hp.mounts:
         # Mount points are chosen by whoever mounted them: shown inert.
         _line(con, "INFO", "hugetlbfs mounted at " + ", ".join(inert(m) for m in hp.mounts))
-    level = "PASS" if (hp.pool() and hp.pool().available) else "WARN"  # type: ignore[union-attr]
-    _line(con, level, hugetlb_demo_outlook(report))
-
-    if results:
-        _heading(con, "Requirements")
-        for r in results:
-            _line(con, "PASS" if r.met else "FAIL", r.requirement.text, r.reason)
+    pool = hp.pool()
+    level = "PASS" if pool and pool.available else "WARN"
+    _line(con, level, demo_minor_outlook(hp, report.access.context.euid))

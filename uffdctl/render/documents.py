@@ -1,0 +1,170 @@
+"""Every JSON document uffdctl prints, built from the logic's plain data in one place.
+
+No rich, nothing heavy: `probe --json` and `demo --json` import only this.  The schemas are
+documented in the man pages (uffdctl-probe(1), uffdctl-demo(1), uffdctl-inspect(1),
+uffdctl-ps(1)); a key is never removed or renamed without bumping its schema_version.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import abi
+
+if TYPE_CHECKING:
+    from .. import errors
+    from ..demo import Fault, Step, Summary
+    from ..probe import ProbeReport
+    from ..require import RequirementResult
+
+PROBE_SCHEMA_VERSION = 1
+
+
+# ----- probe ------------------------------------------------------------------------------------
+
+def probe_json(report: ProbeReport, results: list[RequirementResult] | None = None
+               ) -> dict[str, Any]:
+    """The `uffdctl probe --json` document (schema_version 1):
+
+    kernel: {release, machine, config: {CONFIG_...: "y"|"n"|"m"} | null, config_source}
+    access: {usable, uid, euid, cap_sys_ptrace, initial_userns, unprivileged_userfaultfd,
+             seccomp, seccomp_filters, dev_userfaultfd: {exists, mode, uid, gid, accessible},
+             methods: [{name, ok, errno, cause, fix, kernel_faults}]}
+    api: {method, features_mask, ioctls_mask, ioctls: [names],
+          features: [{name, bit, first, offered, usable, errno, meaning}]} | null
+    matrix: [{memory, mode, ok, status, errno, error, fix, ioctls_mask, ioctls: [names],
+              failing_ioctls: [names], failing: {name: errno}, untested_ioctls: {name: why}}]
+    hugepages: {default_size_kb, mounts, pools: [{size_kb, nr, free, reserved, surplus,
+                overcommit, default}]}
+    """
+    ctx = report.access.context
+    api = report.api
+    requirements = [{"name": r.requirement.text, "kind": r.requirement.kind,
+                     "key": r.requirement.key, "met": r.met, "reason": r.reason}
+                    for r in results or []]
+    return {
+        "schema_version": PROBE_SCHEMA_VERSION,
+        "kernel": {"release": report.kernel.release, "machine": report.kernel.machine,
+                   "config": report.kernel.config, "config_source": report.kernel.config_source},
+        "access": {
+            "usable": report.access.usable, "uid": ctx.uid, "euid": ctx.euid,
+            "cap_sys_ptrace": ctx.cap_sys_ptrace, "initial_userns": ctx.initial_userns,
+            "unprivileged_userfaultfd": ctx.sysctl, "seccomp": ctx.seccomp,
+            "seccomp_filters": ctx.seccomp_filters,
+            "dev_userfaultfd": {"exists": ctx.dev.exists, "mode": ctx.dev.mode,
+                                "uid": ctx.dev.uid, "gid": ctx.dev.gid,
+                                "accessible": ctx.dev.accessible},
+            "methods": [{"name": m.name, "ok": m.ok, "errno": m.errno, "cause": m.cause or None,
+                         "fix": m.fix or None, "kernel_faults": m.kernel_faults}
+                        for m in report.access.methods],
+        },
+        "api": None if api is None else {
+            "method": api.method, "features_mask": api.features_mask,
+            "ioctls_mask": api.ioctls_mask, "ioctls": abi.ioctl_names(api.ioctls_mask),
+            "features": [{"name": f.name, "bit": f.bit, "first": f.first, "offered": f.offered,
+                          "usable": f.usable, "errno": f.errno, "meaning": f.meaning}
+                         for f in api.features],
+        },
+        "matrix": [{"memory": c.memory, "mode": c.mode, "ok": c.ok, "status": c.status,
+                    "errno": c.errno, "error": c.error, "fix": c.fix,
+                    "ioctls_mask": c.ioctls_mask, "ioctls": c.ioctls,
+                    "failing_ioctls": sorted(c.failing_ioctls), "failing": c.failing_ioctls,
+                    "untested_ioctls": c.untested_ioctls}
+                   for c in report.matrix],
+        "hugepages": {
+            "default_size_kb": report.hugepages.default_size_kb,
+            "mounts": report.hugepages.mounts,
+            "pools": [{"size_kb": p.size_kb, "nr": p.nr, "free": p.free, "reserved": p.reserved,
+                       "surplus": p.surplus, "overcommit": p.overcommit, "default": p.default}
+                      for p in report.hugepages.pools],
+        },
+        "requirements": requirements,
+    }
+
+
+def probe_error_json(exc: errors.UffdctlError) -> dict[str, Any]:
+    """For consumers that must always get a document (Ansible facts): why even the probe
+    could not run."""
+    return {"error": exc.line(), "access": {"usable": False}}
+
+
+# ----- demo -------------------------------------------------------------------------------------
+
+def summary_json(s: Summary) -> dict[str, Any]:
+    from ..demo import log2_histogram, percentiles
+
+    lat = percentiles(s.latency_ns)
+    floor = percentiles(s.floor_ns)
+    return {
+        "event": "summary", "mode": s.mode, "pages": s.pages, "faults": s.faults,
+        "expected_faults": s.expected_faults,
+        **{m.name: s.kinds.get(m.name, 0) for m in abi.REGISTER_MODES},
+        "messages": s.messages, "writes": s.writes,
+        "verified_bytes": s.verified_bytes, "ok": s.ok,
+        "latency_ns": {k: lat[k] for k in ("p50", "p90", "p99", "max") if k in lat},
+        "floor_ns": {k: floor[k] for k in ("p50", "p90", "p99", "max") if k in floor},
+        "histogram_us": [[bound, count] for bound, count in log2_histogram(s.latency_ns)],
+        "backing": s.backing, "page_size": s.page_size, "threads": s.threads, "cpus": s.cpus,
+        "cpu_note": s.cpu_note, "uffd_method": s.uffd_method, "reserved_pages": s.reserved_pages,
+        "mismatched_pages": s.mismatched_pages, "error": s.error,
+        "elapsed_s": round(s.elapsed_s, 6), **s.extra,
+    }
+
+
+def event_json(e: Step | Fault) -> dict[str, Any]:
+    from ..demo import Step
+
+    if isinstance(e, Step):
+        return {"event": "step", "text": e.text}
+    return {"event": "fault", "seq": e.seq, "page": e.page, "address": e.address,
+            "flags": e.flag_names, "flags_mask": e.flags, "kind": e.kind, "tid": e.tid,
+            "resolved_with": e.resolved_with, "modified": e.modified,
+            "duplicate": e.duplicate, "handle_ns": e.handle_ns}
+
+
+# ----- inspect and ps
+
+if TYPE_CHECKING:
+    from ..procs import ProcessReport, PsReport
+    from ..smaps import Region
+
+INSPECT_SCHEMA_VERSION = 1
+
+
+def region_json(r: Region, report: ProcessReport) -> dict[str, Any]:
+    owner = report.owners.get(r.start)
+    return {"start": r.start, "end": r.end, "modes": r.modes, "memory": r.memory,
+            "flags": r.flags, "path": r.path, "perms": r.perms, "offset": r.offset,
+            "dev": r.dev, "inode": r.inode, "size_kb": r.sizes_kb.get("Size"),
+            "rss_kb": r.sizes_kb.get("Rss"), "kernel_page_size": r.kernel_page_size,
+            "uffd_fds": owner.fds if owner else [],
+            "uffd_fd_certain": bool(owner and owner.certain)}
+
+
+def report_json(report: ProcessReport) -> dict[str, Any]:
+    """The `uffdctl inspect --json` document (schema in uffdctl-inspect(1))."""
+    return {
+        "schema_version": INSPECT_SCHEMA_VERSION, "pid": report.pid, "comm": report.comm,
+        "cmdline": report.cmdline, "state": report.state, "minflt": report.minflt,
+        "all_regions": report.all_regions,
+        "regions": [region_json(r, report) for r in report.regions],
+        "uffds": [{"fd": u.fd, "pending": u.pending, "total": u.total,
+                   "features": u.features, "features_mask": u.features_mask,
+                   "initialized": u.info.initialized} for u in report.uffds],
+        "stuck_threads": [{"tid": t.tid, "comm": t.comm, "wchan": t.wchan, "state": t.state}
+                          for t in report.stuck_threads],
+    }
+
+
+def ps_json(report: PsReport) -> dict[str, Any]:
+    """The `uffdctl ps --json` document (schema in uffdctl-ps(1)); regions_by_mode holds the
+    modes in use, in abi.REGISTER_MODES order."""
+    return {
+        "schema_version": INSPECT_SCHEMA_VERSION, "scanned": report.scanned,
+        "processes": [{"pid": r.pid, "comm": r.comm, "uffds": r.uffds,
+                       "registered_regions": r.registered_regions,
+                       "regions_by_mode": r.regions_by_mode, "pending": r.pending,
+                       "stuck_threads": r.stuck_threads} for r in report.rows],
+        "unreadable": [{"reason": k, "processes": v} for k, v in report.unreadable.items()],
+        "unreadable_total": report.unreadable_total,
+    }

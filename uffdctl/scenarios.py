@@ -1,0 +1,200 @@
+"""The demo scenarios: what differs between `demo minor`, `demo missing` and `demo wp`.
+
+The engine (demo.py) owns the fault loop, threads, timeouts, clean-up, verification and
+statistics, as the kernel selftests' uffd-common.c does; this module is the table of cases,
+as their uffd-unit-tests.c is.  What each scenario needs of the kernel is data: its register
+mode (the features follow from abi.MODE_SUPPORT for the backing memory), the features it
+asks for besides, and the ones an option adds.  What it does is a few small functions:
+what the mapping holds before the first touch, and how a fault is resolved.
+"""
+
+from __future__ import annotations
+
+from . import abi, demo, errors, memtypes, uffd
+from .demo import DemoConfig, Emit, Run, Scenario, Step, Summary
+
+
+def _minor_prepare(run: Run, emit: Emit) -> None:
+    area = run.area
+    for i in range(area.pages):
+        run.expected[i] = run.pattern(i)
+        uffd.poke(area.alias + i * run.page_size, run.expected[i])
+    emit(Step(f"wrote a distinct pattern into each of the {area.pages} pages through the plain "
+              "mapping: the page cache holds them, the registered mapping has no PTEs yet"))
+
+
+def _minor_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+    area, ps = run.area, run.page_size
+    alias = area.alias + index * ps
+    modified = False
+    if run.cfg.modify:
+        # The handler may change what the faulting thread will see, through the plain mapping.
+        run.expected[index] = run.pattern(index, salt=0xC0DE)
+        uffd.poke(alias, run.expected[index])
+        modified = True
+    if run.cfg.wrong:
+        uffd.poke(alias, run.pattern(index, salt=0xBAD))  # not what was promised
+    run.uffd.continue_(area.addr + index * ps, ps)
+    return "continue", modified
+
+
+def _minor_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:
+    mt.map_alias(area)
+    for i in range(area.pages):
+        uffd.poke(area.alias + i * run.page_size, run.expected[i])
+
+
+MINOR = Scenario(
+    "minor", "minor", ("hugetlb", "shmem"), _minor_prepare, _minor_resolve,
+    needs_alias=True, floor_prepare=_minor_floor,
+    story="one memfd mapped twice; the page cache already holds the data, so a first touch "
+          "of the registered mapping is a minor fault, resolved with UFFDIO_CONTINUE")
+
+
+def _missing_check(cfg: DemoConfig) -> None:
+    if cfg.zero and "zeropage" not in abi.mode_support(
+            "missing", memtypes.MEMORY_BY_NAME[cfg.backing].kind).ioctls:  # type: ignore[union-attr]
+        raise errors.UffdctlError(
+            "--zero cannot be used with --backing hugetlb: hugetlbfs has no UFFDIO_ZEROPAGE "
+            "(the kernel answers EINVAL and does not list it for hugetlb ranges)",
+            "drop --zero (pages are filled with UFFDIO_COPY), or use --backing anon or shmem",
+            errors.USAGE)
+
+
+def _missing_prepare(run: Run, emit: Emit) -> None:
+    ps = run.page_size
+    for i in range(run.area.pages):
+        run.expected[i] = bytes(ps) if run.cfg.zero else run.pattern(i)
+    if run.cfg.zero and not run.cfg.wrong:
+        emit(Step(f"the {run.area.pages} pages are empty; each first touch will be answered "
+                  "with UFFDIO_ZEROPAGE"))
+        return
+    # UFFDIO_COPY copies from this process's memory: one scratch page, refilled per fault.
+    run.source = uffd.mmap(ps, uffd.PROT_READ | uffd.PROT_WRITE,
+                           uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
+    run.stack.callback(uffd.munmap, run.source, ps)
+    emit(Step(f"the {run.area.pages} pages are empty; the handler will fill each on its first "
+              "touch with UFFDIO_COPY from a scratch page holding that page's own pattern"))
+
+
+def _missing_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+    dst, ps = run.area.page(index), run.page_size
+    if run.cfg.wrong:
+        uffd.poke(run.source, run.pattern(index, salt=0xBAD))  # not what was promised
+    elif run.cfg.zero:
+        run.uffd.zeropage(dst, ps)
+        return "zeropage", False
+    else:
+        uffd.poke(run.source, run.expected[index])
+    run.uffd.copy(dst, run.source, ps)
+    return "copy", False
+
+
+MISSING = Scenario(
+    "missing", "missing", ("anon", "shmem", "hugetlb"), _missing_prepare, _missing_resolve,
+    check=_missing_check,
+    story="nothing is mapped yet, so each first touch is a missing fault; the handler "
+          "supplies the page with UFFDIO_COPY (or UFFDIO_ZEROPAGE)")
+
+
+def _wp_prepare(run: Run, emit: Emit) -> None:
+    # Populated first: a write-protect bit lives in a page table entry, so the pages must be
+    # mapped before they are protected (WP_UNPOPULATED would lift that; not needed here).
+    for i in range(run.area.pages):
+        run.expected[i] = run.pattern(i)
+        uffd.poke(run.area.page(i), run.expected[i])
+    emit(Step(f"wrote a distinct pattern into each of the {run.area.pages} pages, so every "
+              "page is mapped"))
+
+
+def _wp_arm(run: Run, emit: Emit) -> None:
+    area = run.area
+    if run.cfg.wp_async:
+        # CRIU's way: protect by scanning, and fail loudly if the range is not async-WP.
+        uffd.pagemap_scan(area.addr, area.addr + area.length,
+                          flags=abi.PM_SCAN_WP_MATCHING | abi.PM_SCAN_CHECK_WPASYNC,
+                          category_mask=abi.PAGE_IS["WPALLOWED"])
+        emit(Step("PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protected every page; with "
+                  "WP_ASYNC the kernel resolves each write itself, no message is sent"))
+    else:
+        run.uffd.writeprotect(area.addr, area.length, True)
+        emit(Step("UFFDIO_WRITEPROTECT protected every page: a write now stops in a WP fault"))
+    emit(Step(f"the touchers will write to {len(run.targets)} of the {area.pages} pages: "
+              f"{_page_list(run.targets)}"))
+
+
+def written_pages(cfg: DemoConfig) -> int:
+    """How many pages the wp demo writes: --written, else half of them."""
+    return min(cfg.pages, cfg.written if cfg.written is not None else max(1, cfg.pages // 2))
+
+
+def expected_faults(cfg: DemoConfig) -> int:
+    return written_pages(cfg) if cfg.mode == "wp" else cfg.pages
+
+
+def _wp_choose(run: Run) -> list[int]:
+    import random
+
+    n = run.area.pages
+    return sorted(random.Random(run.cfg.seed).sample(range(n), written_pages(run.cfg)))
+
+
+def _wp_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+    # Recording the page is the point of tracking; unprotecting it wakes the writer.
+    ps = run.page_size
+    run.uffd.writeprotect(run.area.addr + index * ps, ps, False)
+    return "writeprotect", False
+
+
+def _wp_collect(run: Run, summary: Summary, emit: Emit) -> None:
+    area, written = run.area, sorted(run.target_set)
+    found: dict[str, list[int]] = {}
+    if run.cfg.wp_async:
+        regions, _ = uffd.pagemap_scan(area.addr, area.addr + area.length,
+                                       category_mask=abi.PAGE_IS["WRITTEN"],
+                                       return_mask=abi.PAGE_IS["WRITTEN"])
+        scanned = sorted({(addr - area.addr) // run.page_size for r in regions
+                          for addr in range(r.start, r.end, run.page_size)})
+        # Bit 57 of a pagemap entry is set while the page is still write-protected.
+        still = [bool(uffd.pagemap_entries(area.page(i), 1)[0] & abi.PM_UFFD_WP)
+                 for i in range(area.pages)]
+        found = {"pagemap_scan": scanned,
+                 "pagemap_bit57": [i for i in range(area.pages) if not still[i]]}
+        run.faulted = {(0, i) for i in scanned}  # every write there was resolved by the kernel
+        summary.faults = len(scanned)
+        summary.kinds["wp"] = len(scanned)
+        summary.writes = len(scanned)
+        emit(Step(f"PAGEMAP_SCAN found the written pages {_page_list(scanned)}; pagemap bit 57 "
+                  f"is clear on {_page_list(found['pagemap_bit57'])}"))
+    else:
+        found = {"faults": sorted(run.resolved)}
+    summary.extra["written_pages"] = written
+    summary.extra["found_pages"] = found
+    wrong = {how: pages for how, pages in found.items() if pages != written}
+    if wrong and summary.error is None:
+        summary.error = "; ".join(f"{how} found {_page_list(pages)}, but {_page_list(written)} "
+                                  "were written" for how, pages in wrong.items())
+
+
+def _wp_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:
+    for i in range(area.pages):
+        uffd.poke(area.page(i), run.expected[i])
+
+
+def _page_list(pages: list[int]) -> str:
+    return "none" if not pages else ", ".join(str(p) for p in pages)
+
+
+WP = Scenario(
+    "wp", "wp", ("anon", "shmem", "hugetlb"), _wp_prepare, _wp_resolve,
+    option_features=(("wp_async", ("wp_async",)),),
+    floor_prepare=_wp_floor, writes=True, arm=_wp_arm, choose=_wp_choose, collect=_wp_collect,
+    story="every page is mapped and write-protected; each write to a protected page is a WP "
+          "fault the handler records and resolves by removing the protection")
+
+SCENARIOS: dict[str, Scenario] = {"minor": MINOR, "missing": MISSING, "wp": WP}
+
+
+def run(cfg: DemoConfig, emit: Emit) -> Summary:
+    """Run the demo cfg.mode names, on the engine."""
+    return demo.run_demo(SCENARIOS[cfg.mode], cfg, emit)
