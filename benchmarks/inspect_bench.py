@@ -5,16 +5,23 @@ Targets: inspect <= 1.5x cat (the kernel's own cost of producing smaps dominates
 must add little), ps <= 1x lsfd.  uffdctl is measured installed, as users run it (see
 startup.py).
 
+`inspect --all` (every region, flags decoded) as a table against the same as JSON, each run's
+CPU time (user + system, from wait4: what the command costs, whatever else the machine runs)
+and peak RSS: target table <= 2x JSON and under 100 MB, piped and on a terminal (a pty, where
+rich draws styles).  Before the table was streamed it took 18x and 630 MB.
+--all-only runs only that part.
+
 --psutil N instead compares, with N extra `sleep` processes, the /proc reading uffdctl does by
 hand with psutil's equivalents, in this interpreter (which needs psutil): the numbers in
 uffdctl/procfs.py come from it.
-Usage: python benchmarks/inspect_bench.py [--mappings N] [--runs N] [--psutil N]
+Usage: python benchmarks/inspect_bench.py [--mappings N] [--runs N] [--psutil N] [--all-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pty
 import re
 import shutil
 import statistics
@@ -33,14 +40,17 @@ from startup import installed, median_seconds  # noqa: E402
 # A process with N one-page mappings that cannot merge (alternating protections), one in
 # every 500 registered with a userfaultfd, waiting on stdin.
 MANY_MAPPINGS = r"""
-import sys
+import ctypes, os, sys
 from uffdctl import abi, uffd
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 n = int(sys.argv[1])
 u = uffd.Userfaultfd.open(); u.api(0)
 base = uffd.mmap(n * 4096, 0, uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS | uffd.MAP_NORESERVE)
 for i in range(n):
     prot = uffd.PROT_READ if i % 2 else uffd.PROT_READ | uffd.PROT_WRITE
-    uffd.mprotect(base + i * 4096, 4096, prot)
+    if libc.mprotect(base + i * 4096, 4096, prot):
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), "mprotect")
     if i % 500 == 0 and prot & uffd.PROT_WRITE:
         u.register(base + i * 4096, 4096, abi.mode_value("missing"))
 print("ready", flush=True)
@@ -53,6 +63,63 @@ def verdict(name: str, ours: float, base: float, target: float) -> bool:
     ok = ratio <= target
     print(f"{name}: {ours * 1e3:.0f} ms vs {base * 1e3:.0f} ms = {ratio:.2f}x "
           f"(target <= {target}x): {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+ALL_RATIO, ALL_MB = 2.0, 100  # inspect --all: table <= 2x the JSON, under 100 MB
+
+
+def child_costs(cmd: list[str], terminal: bool = False) -> tuple[float, float, float]:
+    """(wall s, CPU s (user + system), peak RSS MB) of one run of ``cmd``, its output thrown
+    away, or read from a pty as a terminal would (COLUMNS=200, colour allowed)."""
+    t0 = time.perf_counter()
+    if terminal:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.environ.pop("NO_COLOR", None)
+            os.environ["COLUMNS"] = "200"
+            os.execv(cmd[0], cmd)
+        while True:
+            try:
+                if not os.read(fd, 1 << 16):
+                    break
+            except OSError:  # EIO: the child closed its side
+                break
+        os.close(fd)
+    else:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+                os.execv(cmd[0], cmd)
+            finally:
+                os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: status {status}")
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def inspect_all(uffdctl: str, pid: str, runs: int) -> bool:
+    """`inspect --all PID` as a table (piped, then on a pty) against `inspect --all --json`:
+    median CPU time ratio, largest peak RSS; PASS or NOT MET for each."""
+    def costs(args: list[str], terminal: bool = False) -> tuple[float, float, float]:
+        got = [child_costs([uffdctl, "inspect", *args, pid], terminal) for _ in range(runs)]
+        return (statistics.median(g[0] for g in got), statistics.median(g[1] for g in got),
+                max(g[2] for g in got))
+
+    wall, cpu, peak = costs(["--all", "--json"])
+    print(f"inspect --all --json: {cpu:.2f} s CPU ({wall:.2f} s wall), peak RSS {peak:.0f} MB")
+    ok = True
+    for label, terminal in (("table, piped", False), ("table, on a pty", True)):
+        t_wall, t_cpu, t_peak = costs(["--all"], terminal)
+        met = t_cpu / cpu <= ALL_RATIO and t_peak < ALL_MB
+        ok &= met
+        print(f"inspect --all {label}: {t_cpu:.2f} s CPU ({t_wall:.2f} s wall) = "
+              f"{t_cpu / cpu:.2f}x the JSON (target <= {ALL_RATIO:g}x), peak RSS {t_peak:.0f} MB "
+              f"(target < {ALL_MB} MB): {'PASS' if met else 'NOT MET'}")
     return ok
 
 
@@ -181,6 +248,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--psutil", type=int, default=None, metavar="N",
                     help="compare the /proc reading with psutil's on N extra processes")
+    ap.add_argument("--all-only", action="store_true",
+                    help="only inspect --all: table against JSON, CPU time and peak RSS")
     args = ap.parse_args()
     if args.psutil is not None:
         compare_psutil(args.psutil, max(args.runs, 9))
@@ -199,6 +268,8 @@ def main() -> int:
         print(f"process {holder.pid} with {count} mappings")
         pid = str(holder.pid)
         uffdctl = [str(bindir / "uffdctl")]
+        if args.all_only:
+            return 0 if inspect_all(uffdctl[0], pid, max(1, min(args.runs, 3))) else 1
         cat = median_seconds(["cat", f"/proc/{pid}/smaps"], args.runs)
         ok &= verdict("inspect --json",
                       median_seconds([*uffdctl, "inspect", "--json", pid], args.runs), cat, 1.5)
@@ -207,6 +278,7 @@ def main() -> int:
         every = median_seconds([*uffdctl, "inspect", "--all", "--json", pid], args.runs)
         print(f"inspect --all --json: {every * 1e3:.0f} ms = {every / cat:.2f}x "
               "(no target: every field of every region is parsed)")
+        ok &= inspect_all(uffdctl[0], pid, max(1, min(args.runs, 3)))
     finally:
         holder.kill()
         holder.wait()

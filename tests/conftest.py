@@ -94,9 +94,10 @@ def no_free_hugepages() -> Callable[[], AbstractContextManager[None]]:
         try:
             with hp.exclusive():
                 pool = hp.read_pools().pool()
-                if pool and pool.available > 0:
-                    # Shrink only by the free pages: pages in use stay where they are.
-                    removed = pool.available
+                # Shrink only by free pages no live uffdctl run counts as its own: pages in
+                # use stay where they are, and a run's pages stay for it to give back.
+                removed = hp.removable(pool) if pool else 0
+                if pool and removed > 0:
                     _write(path, str(pool.nr - removed))
             # Not locked inside the window: the code under test (often a child process)
             # takes the same lock to grow the pool.
@@ -204,3 +205,40 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
                               capture_output=True, text=True, env=full_env, timeout=timeout,
                               input=input, cwd=ROOT)
     return run
+
+
+def run_on_pty(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 60
+               ) -> tuple[int, bytes]:
+    """Run ``cmd`` on a real pseudo-terminal (from the repository's root): its exit status and
+    everything it wrote.  Killed when it outlives ``timeout``."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.chdir(ROOT)
+            os.execve(cmd[0], cmd, env if env is not None else dict(os.environ))
+        finally:
+            os._exit(127)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        else:
+            os.kill(pid, 9)
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out

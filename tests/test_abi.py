@@ -33,11 +33,11 @@ def test_feature_bits_are_unique_and_complete_through_move() -> None:
 
 def test_decoders_keep_unknown_bits() -> None:
     assert abi.feature_names((1 << 9) | (1 << 31) | (1 << 40)) == [
-        "minor_hugetlbfs", "initialized", "bit 40"]
+        "minor_hugetlbfs", "initialized", "bit_40"]
     assert abi.ioctl_names(0x8000000000000003) == ["register", "unregister", "api"]
-    assert abi.ioctl_names(1 << 20) == ["bit 20"]
+    assert abi.ioctl_names(1 << 20) == ["bit_20"]
     assert abi.pagefault_flag_names(0x5) == ["WRITE", "MINOR"]
-    assert abi.pagefault_flag_names(1 << 7) == ["bit 7"]
+    assert abi.pagefault_flag_names(1 << 7) == ["bit_7"]
 
 
 @given(st.integers(min_value=0, max_value=(1 << 64) - 1))

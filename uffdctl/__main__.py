@@ -1,8 +1,9 @@
 """`python -m uffdctl` and the console script.
 
 A Ctrl-C that lands while the modules are still being imported, before main() is there to
-report it, would end in a traceback.  SIGINT is held back at the kernel level until main()
-is inside its handlers; then it is delivered and reported like any other interrupt.
+report it, would end in a traceback; a SIGTERM, SIGHUP or SIGQUIT would end the process with
+nothing reported.  They are held back at the kernel level until main() has its handlers in
+place; then they are delivered and reported like any other interrupt.
 """
 
 # _signal, not signal: the signal module builds its enums on import, a window of its own.
@@ -12,7 +13,8 @@ import sys
 
 
 def run() -> None:
-    _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT})
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT, _signal.SIGTERM,
+                                                _signal.SIGHUP, _signal.SIGQUIT})
     from .cli import main
 
     try:

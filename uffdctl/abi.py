@@ -9,7 +9,7 @@ features, ioctls, register modes and VmFlags; the columns and lists elsewhere de
 
 Kernel releases are strings ("5.13"); "7.3-rc" marks items present only in a release
 candidate.  Bits a newer kernel adds that this table does not know are kept and named
-"bit N" by the decoders, never dropped.
+"bit_N" by the decoders, never dropped.
 """
 
 from __future__ import annotations
@@ -461,12 +461,14 @@ FDINFO_READLINK = "anon_inode:[userfaultfd]"
 
 
 def bit_names(mask: int, names: dict[int, str]) -> list[str]:
-    """Names of the set bits of ``mask``, lowest first; unknown bits become 'bit N'."""
+    """Names of the set bits of ``mask``, lowest first; unknown bits become 'bit_N' (one
+    spelling, valid as a JSON value, a $GITHUB_OUTPUT key, part of a shell variable name and,
+    dashed, of an NFD label; `--require bit_N` names it)."""
     out = []
     bit = 0
     while mask >> bit:
         if mask >> bit & 1:
-            out.append(names.get(bit, f"bit {bit}"))
+            out.append(names.get(bit, f"bit_{bit}"))
         bit += 1
     return out
 
@@ -498,11 +500,20 @@ def fault_kind(flags: int) -> str:
 
 
 def normalize_feature(name: str) -> str | None:
-    """'MINOR_HUGETLBFS', 'minor_hugetlbfs' or 'UFFD_FEATURE_MINOR_HUGETLBFS' -> key."""
-    key = name.strip().lower().replace("-", "_")
+    """'MINOR_HUGETLBFS', 'minor_hugetlbfs' or 'UFFD_FEATURE_MINOR_HUGETLBFS' -> key.  A bit
+    this table does not know yet is 'bit_N' (N < 64; also 'bit N', 'BIT-N'): named by its
+    number, or by the known feature's key when N is known."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
     if key.startswith("uffd_feature_"):
         key = key[len("uffd_feature_"):]
-    return key if key in FEATURE_BY_KEY else None
+    if key in FEATURE_BY_KEY:
+        return key
+    number = key.removeprefix("bit_")
+    if number != key and number.isascii() and number.isdigit() and int(number) < 64:
+        bit = int(number)
+        known = FEATURE_BY_BIT.get(bit)
+        return known.key if known else f"bit_{bit}"
+    return None
 
 
 def normalize_ioctl(name: str) -> str | None:

@@ -3,13 +3,64 @@ stands.  Plain strings from plain data; the logic modules attach them to what th
 
 from __future__ import annotations
 
-from .hugepages import HugePages
+from .hugepages import HugePages, Leftover, Shortfall, default_size_kb
+
+DEMO_MINOR_PAGES = 16  # `demo minor` as is: 8 pages, and as many for the floor's mapping
+
+
+def pool_command(size_kb: int, count: int | str) -> str:
+    """The command that sets the size of the pool of ``size_kb`` pages: vm.nr_hugepages is
+    only the default size's pool; any other size has its own file in sysfs."""
+    if size_kb == default_size_kb():
+        return f"sysctl vm.nr_hugepages={count}"
+    return f"echo {count} > /sys/kernel/mm/hugepages/hugepages-{size_kb}kB/nr_hugepages"
 
 
 def reserve_hugepages(page_size: int) -> str:
     kb = page_size // 1024
-    return (f"reserve some: sysctl vm.nr_hugepages=N (or write N to /sys/kernel/mm/hugepages/"
-            f"hugepages-{kb}kB/nr_hugepages) as root")
+    if kb == default_size_kb():
+        return (f"reserve some: sysctl vm.nr_hugepages=N (or write N to /sys/kernel/mm/"
+                f"hugepages/hugepages-{kb}kB/nr_hugepages) as root")
+    return (f"reserve some: write N to /sys/kernel/mm/hugepages/hugepages-{kb}kB/nr_hugepages "
+            f"as root (vm.nr_hugepages is the {default_size_kb()} kB pool, not this one)")
+
+
+def hugepages_short(short: Shortfall, no_reserve: bool) -> tuple[str, str]:
+    """(cause, fix) when a run cannot get its huge pages and may not grow the pool."""
+    free = max(0, short.available - short.claimed)
+    cause = f"no free huge pages: {short.need} of {short.size_kb} kB needed, "
+    if short.claimed and short.available:
+        whose = "running uffdctl pid " + ", ".join(str(p) for p in short.claimers)
+        cause += (f"{short.available} free, all claimed by {whose}" if not free else
+                  f"{free} free ({short.available - free} more claimed by {whose})")
+    else:
+        cause += f"{free} free"
+    cause += " (--no-reserve was given)" if no_reserve else " (not root)"
+    more = pool_command(short.size_kb, short.nr + short.need
+                        - max(0, short.available - short.claimed))
+    fix = "drop --no-reserve, or " if no_reserve else ""
+    fix += f"as root: {more}, or use --backing shmem"
+    if short.claimed:
+        fix += ", or wait until the other run ends"
+    return cause, fix
+
+
+def give_back(size_kb: int, count: int, record: str, root: bool) -> str:
+    """The exact commands that give back pages a killed run left, and drop its record (or
+    the next uffdctl run would give them back a second time)."""
+    return ("" if root else "as root: ") + f"{pool_command(size_kb, count)} && rm {record}"
+
+
+def leftover(left: Leftover) -> tuple[str, str]:
+    """(what happened, fix) for pages a killed uffdctl run left in a pool."""
+    whose = (f"{left.pages} {left.size_kb} kB huge pages that uffdctl pid {left.pid} reserved "
+             "and never gave back (it was killed)")
+    if not left.left:
+        return f"gave back {whose}", ""
+    if left.given_back:
+        return (f"gave back {left.given_back} of {whose}; {left.left} are still in the pool "
+                f"({left.why})", left.fix)
+    return f"{whose}: {left.left} are still in the pool ({left.why})", left.fix
 
 
 def demo_minor_outlook(pools: HugePages, euid: int) -> str:
@@ -17,13 +68,16 @@ def demo_minor_outlook(pools: HugePages, euid: int) -> str:
     pool = pools.pool()
     if pool is None:
         return "no huge page pool: `demo minor` needs --backing shmem"
-    if pool.available > 0:
+    need = DEMO_MINOR_PAGES
+    if pool.available >= need:
         return f"{pool.available} free {pool.size_kb} kB pages: `demo minor` can run as is"
+    have = f"{pool.available} free {pool.size_kb} kB pages of {need}" if pool.available \
+        else "no free huge pages"
     if euid == 0:
-        return ("no free huge pages: `demo minor` reserves what it needs as root and gives it "
+        return (f"{have}: `demo minor` reserves what it needs as root and gives it "
                 "back afterwards")
-    return ("no free huge pages: as root, `sysctl vm.nr_hugepages=N`; or run `demo minor "
-            "--backing shmem`")
+    return (f"{have}: as root, `{pool_command(pool.size_kb, pool.nr + need - pool.available)}`"
+            "; or run `demo minor --backing shmem`")
 
 
 def not_offered(missing: list[str]) -> str:

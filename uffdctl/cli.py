@@ -26,6 +26,12 @@ class _Group(click.Group):
     # (make_context) prints --help and --version, invoke() everything else.
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        # Before anything is printed, --help included: a closed or full stdout or stderr, or
+        # a locale that cannot show a character, must not change the exit status
+        # (output.GuardedStream).
+        from .output import guard_streams
+
+        guard_streams()
         try:
             return super().make_context(*args, **kwargs)
         except BrokenPipeError as exc:
@@ -36,6 +42,25 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError as exc:
             raise _ReaderGone from exc
+
+
+class _Finite(click.FloatRange):
+    """A FloatRange that also refuses nan: nan compares false with both bounds, so click's
+    own range lets it through (`--timeout nan` disabled the timeout).  inf, -inf and 1e999
+    are out of any bounded range already.  A usage error, exit status 2."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+# --nfd-expiry at most a year (366 days): 10**20 seconds overflowed datetime (a traceback).
+NFD_EXPIRY_MAX = 366 * 24 * 3600
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -72,8 +97,9 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
 @click.option("--output", "-o", metavar="PATH", default=None,
               help="Write there instead of stdout (nfd: atomically, by rename; github: "
                    "appended, default $GITHUB_OUTPUT).")
-@click.option("--nfd-expiry", type=click.IntRange(60), default=7200, show_default=True,
-              metavar="SECONDS", help="How long NFD trusts the feature file (--format nfd).")
+@click.option("--nfd-expiry", type=click.IntRange(60, NFD_EXPIRY_MAX), default=7200,
+              show_default=True, metavar="SECONDS",
+              help="How long NFD trusts the feature file (--format nfd).")
 @click.option("--require", "-r", "require_", multiple=True, metavar="NAME[,NAME...]",
               help="Exit 1 unless NAME is available: a feature (minor_hugetlbfs), a matrix cell "
                    "MODE:MEMORY (minor:hugetlb) or an ioctl (continue). Repeatable.")
@@ -197,7 +223,7 @@ def _demo_options(mode: str, default_backing: str) -> Any:
             click.option("--cpus", type=click.Choice(["same", "spread", "any"]), default="same",
                          show_default=True,
                          help="Handler and touchers on one CPU, on two, or anywhere."),
-            click.option("--timeout", type=click.FloatRange(0.1, 3600), default=5.0,
+            click.option("--timeout", type=_Finite(0.1, 3600), default=5.0,
                          show_default=True, metavar="SECONDS",
                          help="Abort when no fault is resolved for this long."),
             click.option("--no-reserve", is_flag=True,
@@ -252,7 +278,8 @@ def _run_demo(mode: str, as_json: bool, page_size: str | None, no_reserve: bool,
 DEMO_EXIT = """\b
 Exit status: 0 every byte verified, 1 a byte differed or a fault was not
 resolved in time, 2 usage error, 3 the environment cannot run it (no
-userfaultfd, no huge pages), 130 interrupted (everything is given back)."""
+userfaultfd, no huge pages), 130 interrupted, 143/129/131 ended by SIGTERM/
+SIGHUP/SIGQUIT (everything is given back in each case)."""
 
 
 @demo.command(context_settings=CONTEXT, epilog=DEMO_EXIT)
@@ -332,7 +359,8 @@ INSPECT_EXIT = """\b
 Exit status: 0 success (also when the watched process exits), 2 usage error
 (a pid that is not a number or not > 0), 4 no such user process (gone,
 exited while read, a kernel thread, a zombie), 5 not allowed to read it
-(another user's process: run as its owner or root), 130 interrupted."""
+(another user's process: run as its owner or root), 130 interrupted
+(143/129/131 for SIGTERM/SIGHUP/SIGQUIT)."""
 
 
 @cli.command(context_settings=CONTEXT, epilog=INSPECT_EXIT)
@@ -342,7 +370,7 @@ exited while read, a kernel thread, a zombie), 5 not allowed to read it
 @click.option("--watch", "-w", is_flag=True,
               help="Refresh until the process exits: regions appearing or going, pending "
                    "faults, stuck threads, minor-fault rate.")
-@click.option("--interval", "-n", type=click.FloatRange(0.05, 3600), default=1.0,
+@click.option("--interval", "-n", type=_Finite(0.05, 3600), default=1.0,
               show_default=True, metavar="SECONDS", help="Time between refreshes (--watch).")
 @click.option("--count", type=click.IntRange(1), default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True,
@@ -389,7 +417,8 @@ def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: in
 
 @cli.command(context_settings=CONTEXT, epilog="""\b
 Exit status: 0 success (also when some processes could not be read: they
-are counted and reported), 130 interrupted.""")
+are counted and reported), 130 interrupted (143/129/131 for
+SIGTERM/SIGHUP/SIGQUIT).""")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in uffdctl-ps(1)).")
 def ps(as_json: bool) -> int:
     """Every process holding a userfaultfd: descriptors, registered regions by mode,
@@ -418,69 +447,91 @@ def ps(as_json: bool) -> int:
 
 
 class _LateInterrupt:
-    """sys.unraisablehook: a Ctrl-C that lands in a weakref callback or a __del__ (garbage
-    being collected as a command returns) is not raised but "ignored" with a traceback.
-    Remember it instead; main() reports it like any other interrupt."""
+    """sys.unraisablehook: a Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT) that lands in a weakref
+    callback or a __del__ (garbage being collected as a command returns) is not raised but
+    "ignored" with a traceback.  Remember it instead; main() reports it like any other
+    interrupt."""
 
     def __init__(self) -> None:
         self.seen = False
+        self.signum: int = signal.SIGINT
         self.default = sys.unraisablehook
 
     def __call__(self, unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            from .signals import signal_of
+
             self.seen = True
+            self.signum = signal_of(unraisable.exc_value)
         else:
             self.default(unraisable)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every failure ends as one line on stderr and a documented exit status."""
+    """Entry point: every failure ends as one line on stderr and a documented exit status.
+
+    Ctrl-C, SIGTERM, SIGHUP and SIGQUIT unwind the run the same way (everything taken is
+    given back) and end it with 128 + the signal number: 130, 143, 129, 131."""
+    from . import signals
+
     late = _LateInterrupt()
     sys.unraisablehook = late
-    interrupted = False  # reported once, below, however the interrupt arrived
+    stopped_by: int | None = None  # the signal that ended the run, reported once, below
     status: Any = errors.OK
     try:
-        # Held back by run() while the modules were imported (see __main__.py).
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        status = cli.main(args=argv, prog_name="uffdctl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        status = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        status = exc.exit_code
-    except errors.UffdctlError as exc:
-        click.echo(exc.line(), err=True)
-        status = exc.status
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        interrupted = True
-    except (_ReaderGone, BrokenPipeError):
-        # The reader went away (`uffdctl ps | head`): not an error worth a traceback.
-        import os
+        try:
+            signals.install()
+            # Held back by run() while the modules were imported (see __main__.py).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.INTERRUPTS)
+            status = cli.main(args=argv, prog_name="uffdctl", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            status = exc.exit_code
+        except click.ClickException as exc:
+            exc.show()
+            status = exc.exit_code
+        except errors.UffdctlError as exc:
+            click.echo(exc.line(), err=True)
+            status = exc.status
+        except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+            stopped_by = signals.signal_of(exc)
+        except (_ReaderGone, BrokenPipeError):
+            # The reader went away (`uffdctl ps | head`): not an error worth a traceback.
+            import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        status = errors.OK
-    except Exception as exc:
-        import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            status = errors.OK
+        except Exception as exc:
+            import os
 
-        if errors.caused_by_interrupt(exc):
-            interrupted = True
-        elif os.environ.get("UFFDCTL_DEBUG"):
-            raise
-        else:
-            click.echo(f"uffdctl: internal error: {type(exc).__name__}: {exc} (fix: please "
-                       "report it with the command line; UFFDCTL_DEBUG=1 shows the traceback)",
-                       err=True)
-            status = errors.FAILED
+            if errors.caused_by_interrupt(exc):
+                stopped_by = signals.signal_of(exc)
+            elif os.environ.get("UFFDCTL_DEBUG"):
+                raise
+            else:
+                click.echo(f"uffdctl: internal error: {type(exc).__name__}: {exc} (fix: "
+                           "please report it with the command line; UFFDCTL_DEBUG=1 shows "
+                           "the traceback)", err=True)
+                status = errors.FAILED
+    except KeyboardInterrupt as exc:
+        # A signal landing while the outcome above was being reported (the clean-up is done).
+        stopped_by = signals.signal_of(exc)
     finally:
-        # The work is done and reported: a Ctrl-C now would only print a traceback from
-        # inside the interpreter's shutdown.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The work is done and reported: a signal now would only print a traceback from
+        # inside the interpreter's shutdown (or cut the report short).
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals.INTERRUPTS)
+        signals.ignore()
         # CPython remembers a KeyboardInterrupt that escaped any exec() or eval() of a string
         # (dataclasses and namedtuples are made that way, so a Ctrl-C during a lazy import
         # is one) and, even though it was caught and reported here, ends the process with
         # SIGINT instead of our exit status.  Each such exec() clears that memory first.
         exec("")
-    if interrupted or late.seen:
-        click.echo("uffdctl: interrupted", err=True)
-        status = errors.INTERRUPTED
+    if stopped_by is None and late.seen:
+        stopped_by = late.signum
+    if stopped_by is not None:
+        try:  # stderr may be gone (SIGHUP: the terminal closed)
+            click.echo("uffdctl: interrupted" if stopped_by == signal.SIGINT else
+                       f"uffdctl: terminated by {signal.Signals(stopped_by).name}", err=True)
+        except (OSError, ValueError):
+            pass
+        status = 128 + stopped_by  # errors.INTERRUPTED for Ctrl-C; 143, 129, 131
     sys.exit(status if isinstance(status, int) else errors.OK)

@@ -152,7 +152,7 @@ class Run:
         self.write = write  # touches write (--write, or the scenario always writes)
         self.page_size = area.page_size
         self.expected: list[bytes] = [b""] * area.pages
-        self.targets: list[int] = list(range(area.pages))  # the pages the touchers touch
+        self.targets = list(range(area.pages))  # the pages the touchers touch (a property)
         self.faulted: set[tuple[int, int]] = set()  # (thread id, page) of each fault message
         self.resolved: set[int] = set()  # pages the handler resolved
         self.source = 0  # a scratch page the handler fills and copies from (missing)
@@ -163,15 +163,27 @@ class Run:
         return word * (self.page_size // 8)
 
     def after_touch(self, index: int) -> bytes:
-        """What page ``index`` must hold once the touchers are done."""
+        """What page ``index`` must hold once the touchers are done (constant time: it is
+        asked for every page)."""
         expected = self.expected[index]
-        if self.write and index in self.target_set:
+        if self.write and index in self._target_set:
             return TOUCH_BYTE + expected[1:]
         return expected
 
     @property
+    def targets(self) -> list[int]:
+        """The pages the touchers touch: all of them, or a scenario's choice.  Replaced, never
+        changed in place: the set of them (target_set) is built once, when it is assigned."""
+        return self._targets
+
+    @targets.setter
+    def targets(self, pages: list[int]) -> None:
+        self._targets = pages
+        self._target_set = frozenset(pages)
+
+    @property
     def target_set(self) -> frozenset[int]:
-        return frozenset(self.targets)
+        return self._target_set
 
 
 TOUCH_BYTE = b"\xee"  # what a writing toucher stores at the start of each page it touches
@@ -256,10 +268,9 @@ class _Touchers:
             tid = threading.get_native_id()
             run = self.run
             area, ps, targets = run.area, run.page_size, run.targets
-            n = len(targets)
             # Each thread starts at its own place in the list so that they meet on pages.
-            order = [targets[(k * n // len(self.threads) + j) % n] for j in range(n)] if n else []
-            for i in order:
+            start = k * len(targets) // len(self.threads)
+            for i in targets[start:] + targets[:start]:
                 if self.stop.is_set():
                     return
                 addr = area.addr + i * ps
@@ -269,15 +280,17 @@ class _Touchers:
                 else:
                     uffd.touch_read(addr)
                 self.samples[(tid, i)] = time.perf_counter_ns() - t0
-            everything = list(range(area.pages))
-            for i in everything[k * area.pages // len(self.threads):] + \
-                    everything[:k * area.pages // len(self.threads)]:
-                if self.stop.is_set():
-                    return
-                if uffd.compare(area.addr + i * ps, run.after_touch(i)):
-                    self.verified.add(i)
-                else:
-                    self.mismatched.add(i)
+            # Every page verified once a thread, each from its own place: linear in pages
+            # (after_touch is constant time).
+            start = k * area.pages // len(self.threads)
+            for span in (range(start, area.pages), range(start)):
+                for i in span:
+                    if self.stop.is_set():
+                        return
+                    if uffd.compare(area.addr + i * ps, run.after_touch(i)):
+                        self.verified.add(i)
+                    else:
+                        self.mismatched.add(i)
         except BaseException as exc:  # reported by the engine, never lost in a thread
             self.errors.append(exc)
         finally:
@@ -298,8 +311,15 @@ class _Touchers:
 def _floor(run: Run, scenario: Scenario, mt: memtypes.MemoryType, cpu: int | None,
            stack: ExitStack) -> list[int]:
     """The same touch on an unregistered mapping prepared the same way: the kernel's own
-    fault, i.e. what userfaultfd adds on top of."""
-    area = mt.allocate(run.area.pages, run.page_size)
+    fault, i.e. what userfaultfd adds on top of.  No samples when the huge pages it needs
+    were taken meanwhile by a program that does not coordinate with uffdctl: the comparison
+    is left out (the summary says so), the verified run is not failed for it."""
+    try:
+        area = mt.allocate(run.area.pages, run.page_size)
+    except uffd.UffdError as exc:
+        if exc.errno == errno.ENOMEM and mt.kind == "hugetlb":
+            return []
+        raise
     stack.callback(mt.release, area)
     source = area.addr
     if scenario.floor_prepare is not None:
@@ -377,7 +397,9 @@ def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
                          if summary.mismatched_pages else "")))
             summary.floor_ns = _floor(run, scenario, mt, toucher_cpu, stack)
             emit(Step("the same touch on an unregistered mapping (the kernel's own fault) "
-                      "measured for comparison"))
+                      "measured for comparison" if summary.floor_ns else
+                      "no huge pages left for the comparison with the kernel's own fault "
+                      "(another program took them): left out"))
     summary.elapsed_s = time.monotonic() - started
     return summary
 
@@ -493,29 +515,31 @@ def _describe_area(mt: memtypes.MemoryType, area: memtypes.Area, alias: bool) ->
 
 def _hugepages(cfg: DemoConfig, mt: memtypes.MemoryType, page_size: int, stack: ExitStack,
                emit: Emit) -> int:
+    """Get the run's huge pages before anything is mapped: give back what killed runs left,
+    then, under the lock, count what other live uffdctl runs claimed and claim (as root:
+    reserve) what this run needs, or fail here with exit 3."""
     need = 2 * cfg.pages  # the registered area and the floor's unregistered one
-    pools = hugepages.read_pools()
-    pool = pools.pool(page_size)
     kb = page_size // 1024
-    if pool is None:
+    for left in hugepages.recover():
+        text, fix = advice.leftover(left)
+        emit(Step(text + (f"; give them back: {fix}" if fix else "")))
+    if hugepages.read_pools().pool(page_size) is None:
         raise errors.UffdctlError(f"this kernel has no {kb} kB huge page pool",
                                   "pick a size listed by `uffdctl probe`, or --backing shmem",
                                   errors.UNAVAILABLE)
-    if pool.available >= need:
-        emit(Step(f"{pool.available} free {kb} kB huge pages available, {need} needed"))
-        return 0
-    if not cfg.reserve or os.geteuid() != 0:
-        why = "--no-reserve was given" if cfg.reserve is False else "not root"
-        raise errors.UffdctlError(
-            f"no free huge pages: {need} of {kb} kB needed, {pool.available} free ({why})",
-            f"as root: sysctl vm.nr_hugepages={pool.nr + need - pool.available}, "
-            "or use --backing shmem", errors.UNAVAILABLE)
+    grow = cfg.reserve and os.geteuid() == 0
     try:
-        res = stack.enter_context(hugepages.reserve(need, page_size))
+        res = stack.enter_context(hugepages.reserve(need, page_size, claim=True, grow=grow))
+    except hugepages.Shortfall as exc:
+        raise errors.UffdctlError(*advice.hugepages_short(exc, not cfg.reserve),
+                                  errors.UNAVAILABLE) from None
     except hugepages.ReserveError as exc:
         raise errors.UffdctlError(f"cannot reserve huge pages: {exc.reason}",
-                                  "free memory, or use --backing shmem",
+                                  exc.fix or "free memory, or use --backing shmem",
                                   errors.UNAVAILABLE) from None
+    if not res.added:
+        emit(Step(f"{res.available} free {kb} kB huge pages available, {need} needed"))
+        return 0
     emit(Step(f"reserved {res.added} {kb} kB huge pages (nr_hugepages {res.before} -> "
               f"{res.before + res.added}); they are given back when the demo ends"))
     return res.added
@@ -527,11 +551,16 @@ def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, stack: E
         area = mt.allocate(cfg.pages, page_size)
     except uffd.UffdError as exc:
         if exc.errno == errno.ENOMEM and mt.kind == "hugetlb":
-            raise errors.UffdctlError("no free huge pages for the mapping (ENOMEM)",
-                                      "reserve some (sysctl vm.nr_hugepages=N) or use "
+            # Counted as free, then taken by a process that does not claim them (not a
+            # uffdctl run as root: those claim theirs).
+            raise errors.UffdctlError("no free huge pages for the mapping (ENOMEM): another "
+                                      "process took them after they were counted",
+                                      f"{advice.reserve_hugepages(page_size)}; or use "
                                       "--backing shmem", errors.UNAVAILABLE) from None
         raise
     stack.callback(mt.release, area)
+    if mt.kind == "hugetlb":
+        hugepages.mapped(page_size, cfg.pages)  # off this run's claim: the kernel holds them
     return area
 
 

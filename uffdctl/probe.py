@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import abi, access, advice, hugepages, kconfig, memtypes, uffd
+from .hugepages import Leftover
 
 
 @dataclass
@@ -84,6 +85,8 @@ class ProbeReport:
     api: Api | None  # None when no userfaultfd could be opened
     matrix: list[Cell]
     hugepages: hugepages.HugePages
+    # Pages uffdctl runs that were killed left in the pools: given back now (as root) or not.
+    leftover: list[Leftover] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -121,7 +124,8 @@ def probe_api(open_fd: Opener, method: str) -> Api:
             except uffd.UffdError as exc:
                 err = exc.errname
         statuses.append(FeatureStatus(
-            feat.key if feat else f"bit {bit}", bit, feat.first if feat else "?",
+            feat.key if feat else abi.bit_names(1 << bit, {})[0], bit,
+            feat.first if feat else "?",
             feat.meaning if feat else "not known to this uffdctl", is_offered, usable, err))
     return Api(offered, ioctls, statuses, method)
 
@@ -131,8 +135,12 @@ def probe_api(open_fd: Opener, method: str) -> Api:
 def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: int,
                  page_size: int, scratch: int) -> str | None:
     """Try one resolving ioctl on a fresh registered page, without blocking and without this
-    thread ever touching the registered mapping.  Returns None when it worked, else errno."""
-    area = mt.allocate(1, page_size)
+    thread ever touching the registered mapping.  Returns None when it worked, else errno
+    (ENOMEM when another program took the free huge page meanwhile: counted as untested)."""
+    try:
+        area = mt.allocate(1, page_size)
+    except uffd.UffdError as exc:
+        return exc.errname
     try:
         u.register(area.addr, area.length, mode)
         n = area.length
@@ -245,11 +253,12 @@ def run_probe(check_ioctls: bool = True) -> ProbeReport:
     kernel = Kernel(platform.release(), platform.machine(), cfg.values if cfg else None,
                     cfg.source if cfg else None)
     acc = access.diagnose()
+    leftover = hugepages.recover()  # before the pools are read: the report shows them after
     pools = hugepages.read_pools()
     method = next((m.name for m in acc.methods if m.ok), None)
     if method is None:
-        return ProbeReport(kernel, acc, None, [], pools)
+        return ProbeReport(kernel, acc, None, [], pools, leftover)
     open_fd = access.opener(method)
     api = probe_api(open_fd, method)
     matrix = probe_matrix(open_fd, api.features_mask, check_ioctls)
-    return ProbeReport(kernel, acc, api, matrix, pools)
+    return ProbeReport(kernel, acc, api, matrix, pools, leftover)

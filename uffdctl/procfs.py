@@ -78,7 +78,8 @@ def parse_stat(text: str) -> Stat | None:
 
 
 def read_text(path: str) -> str:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+    # newline="": a carriage return in a name or command line is a byte like any other.
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         return f.read()
 
 
@@ -125,17 +126,47 @@ def gone(pid: int) -> errors.UffdctlError:
     return (not_a_user_process(pid, stat) if stat else None) or exited(pid)
 
 
+def has_cap_sys_ptrace() -> bool:
+    """CAP_SYS_PTRACE in this process's effective set (/proc/self/status CapEff): what lets
+    root, or anyone, read another user's smaps and fds (ptrace_may_access(), kernel/ptrace.c)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_PTRACE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
+
+
 def denied(pid: int, what: str) -> errors.UffdctlError:
+    """Refused by the ptrace access check.  The fix depends on who is asking: root is never
+    told to become root (a root without CAP_SYS_PTRACE, in a container or a child user
+    namespace, needs the capability, not another uid)."""
     try:
         owner = os.stat(f"/proc/{pid}").st_uid
     except OSError:
         owner = -1
-    whose = (f"it belongs to uid {owner} and you are uid {os.geteuid()}" if owner >= 0 else
+    euid = os.geteuid()
+    whose = (f"it belongs to uid {owner} and you are uid {euid}" if owner >= 0 else
              "it is not yours")
-    return errors.UffdctlError(
-        f"not allowed to read {what} of pid {pid}: {whose}",
-        "run as its owner or as root: reading another process's memory map needs ptrace "
-        "read access (same user and dumpable, or CAP_SYS_PTRACE)", errors.NO_ACCESS)
+    if euid == 0 and not has_cap_sys_ptrace():
+        cause = f"not allowed to read {what} of pid {pid}: you are root without CAP_SYS_PTRACE"
+        fix = ("run with CAP_SYS_PTRACE in the process's user namespace (outside the container "
+               "or sandbox that dropped it)")
+    elif euid == 0 or owner == euid:
+        cause = (f"not allowed to read {what} of pid {pid}: the ptrace access check refused "
+                 f"({whose}; it may be undumpable, in another user namespace, or protected by "
+                 "Yama or an LSM)")
+        fix = "check kernel.yama.ptrace_scope and the LSM logs, or run in its namespace"
+    else:
+        cause = f"not allowed to read {what} of pid {pid}: {whose}"
+        fix = ("run as its owner or as root: reading another process's memory map needs "
+               "ptrace read access (same user and dumpable, or CAP_SYS_PTRACE)")
+    return errors.UffdctlError(cause, fix, errors.NO_ACCESS)
 
 
 def error(pid: int, exc: OSError, what: str) -> errors.UffdctlError:

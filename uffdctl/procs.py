@@ -91,17 +91,11 @@ def _regions(pid: int, all_regions: bool) -> list[smaps.Region]:
     shows nothing), so it exited or became a zombie while we looked."""
     path = f"/proc/{pid}/smaps"
     with procfs.reading(pid, "the memory map (/proc/PID/smaps)"):
-        if all_regions:
-            # A large buffer: /proc/PID/smaps of a big process is tens of MB.
-            with open(path, "rb", buffering=1 << 20) as f:
-                text = f.read()
-            size = len(text)
-            regions = smaps.parse_smaps(text)
-        else:
-            with open(path, "rb") as f:
-                read = _Counted(f)
-                regions = smaps.scan_registered(read)
-            size = read.size
+        with open(path, "rb") as f:
+            read = _Counted(f)
+            # Both piece by piece: smaps of a big process is tens of MB, never held whole.
+            regions = smaps.scan_all(read) if all_regions else smaps.scan_registered(read)
+        size = read.size
     if not size:
         raise procfs.gone(pid)
     return regions
@@ -327,7 +321,8 @@ def scan_all() -> PsReport:
             report = inspect_process(pid)
         except errors.UffdctlError as exc:
             if exc.status == errors.NO_ACCESS:
-                key = "their memory maps are not readable: run as root"
+                key = ("their memory maps are not readable: run as root" if os.geteuid() else
+                       "their memory maps are not readable even to root (no CAP_SYS_PTRACE?)")
                 unreadable[key] = unreadable.get(key, 0) + 1
             continue
         rows.append(_ps_row(report))

@@ -8,7 +8,7 @@ import errno as _errno
 from dataclasses import dataclass
 
 from . import abi, memtypes
-from .probe import ProbeReport
+from .probe import FeatureStatus, ProbeReport
 
 
 class RequirementError(ValueError):
@@ -20,7 +20,7 @@ class Requirement:
     """A --require: a feature, a matrix cell or an ioctl."""
 
     kind: str  # "feature", "cell" or "ioctl"
-    key: str  # feature key, "mode:memory", or ioctl key
+    key: str  # feature key ("bit_N" for a bit uffdctl does not know), "mode:memory", ioctl key
     text: str  # as the user wrote it
 
 
@@ -75,10 +75,11 @@ def _check(report: ProbeReport, req: Requirement) -> tuple[bool, str]:
         cause, _ = report.access.summary()
         return False, f"no userfaultfd can be opened: {cause}"
     if req.kind == "feature":
-        f = report.feature(req.key)
+        f = _feature(report, req.key)
         if f is None or not f.offered:
-            first = abi.FEATURE_BY_KEY[req.key].first
-            return False, f"not offered by kernel {report.kernel.release} (added in {first})"
+            known = abi.FEATURE_BY_KEY.get(req.key)
+            since = f"added in {known.first}" if known else "a bit this uffdctl does not know"
+            return False, f"not offered by kernel {report.kernel.release} ({since})"
         if not f.usable:
             return False, (f"offered but not usable by this process ({f.errno}: "
                            f"{abi.errno_meaning('api', _errno_value(f.errno))})")
@@ -103,6 +104,15 @@ def _check(report: ProbeReport, req: Requirement) -> tuple[bool, str]:
     if listed:
         return False, "listed by UFFDIO_REGISTER but every try failed"
     return False, f"no registration offers UFFDIO_{ioctl.name} (added in {ioctl.first})"
+
+
+def _feature(report: ProbeReport, key: str) -> FeatureStatus | None:
+    """The probe's status of a feature key; an unknown bit ('bit_20') by its number, however
+    the report spells its name."""
+    if key in abi.FEATURE_BY_KEY or report.api is None:
+        return report.feature(key)
+    bit = int(key.removeprefix("bit_"))
+    return next((f for f in report.api.features if f.bit == bit), None)
 
 
 def _errno_value(name: str | None) -> int:

@@ -20,6 +20,27 @@ if TYPE_CHECKING:
 PROBE_SCHEMA_VERSION = 1
 
 
+# ----- the JSON text ------------------------------------------------------------------------------
+
+def json_text(obj: Any, indent: int | None = None, sort_keys: bool = False) -> str:
+    """``json.dumps(obj)`` as every document is printed: ASCII only (any locale can carry it)
+    and valid Unicode.  Text read from /proc keeps a byte that is not valid UTF-8 as a lone
+    surrogate (U+DC80-U+DCFF, Python's surrogateescape), which strict JSON parsers refuse;
+    each such byte is U+FFFD (the replacement character) here, its one representation in
+    every uffdctl document."""
+    import json
+
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys)
+    if "\\ud" not in text:
+        return text
+    import re
+
+    # An escaped backslash or a surrogate pair (a character beyond U+FFFF) is kept as it is;
+    # what is left is an unpaired surrogate.
+    return re.sub(r"(\\\\|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2})|\\ud[89a-f][0-9a-f]{2}",
+                  lambda m: m.group(0) if m.group(1) else "\\ufffd", text)
+
+
 # ----- probe ------------------------------------------------------------------------------------
 
 def probe_json(report: ProbeReport, results: list[RequirementResult] | None = None
@@ -35,7 +56,8 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
     matrix: [{memory, mode, ok, status, errno, error, fix, ioctls_mask, ioctls: [names],
               failing_ioctls: [names], failing: {name: errno}, untested_ioctls: {name: why}}]
     hugepages: {default_size_kb, mounts, pools: [{size_kb, nr, free, reserved, surplus,
-                overcommit, default}]}
+                overcommit, default}], leftover: [{pid, size_kb, pages, given_back, left,
+                record, why, fix}]}
     """
     ctx = report.access.context
     api = report.api
@@ -77,6 +99,10 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
             "pools": [{"size_kb": p.size_kb, "nr": p.nr, "free": p.free, "reserved": p.reserved,
                        "surplus": p.surplus, "overcommit": p.overcommit, "default": p.default}
                       for p in report.hugepages.pools],
+            "leftover": [{"pid": x.pid, "size_kb": x.size_kb, "pages": x.pages,
+                          "given_back": x.given_back, "left": x.left, "record": x.record,
+                          "why": x.why or None, "fix": x.fix or None}
+                         for x in report.leftover],
         },
         "requirements": requirements,
     }

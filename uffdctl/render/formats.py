@@ -10,19 +10,25 @@ succeeded, an ioctl when some working cell hands it back and it did not fail whe
 - nfd: a Node Feature Discovery local feature file (features.d): prefixed label names, an
   ``# +expiry-time=`` directive, written to a temporary file and renamed into place.
 - facts: the JSON an Ansible executable local fact prints (always exit 0).
+
+Names are valid in every format: a feature bit this uffdctl does not know yet is ``bit_N``
+(abi.bit_names), and any name is reduced to [a-z0-9_] before it becomes a key, a variable or
+a label.  ``--output`` never harms what it writes to (:func:`write_file`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import errno as _errno
 import os
 import re
 import shlex
+import stat as _stat
 import tempfile
 from typing import Any
 
 from .. import abi
+from .documents import json_text
 
 # NFD accepts feature.node.kubernetes.io and its sub-namespaces without extra configuration.
 NFD_PREFIX = "uffd.feature.node.kubernetes.io"
@@ -33,6 +39,15 @@ NFD_MAX_BYTES = 64 * 1024  # nfd-worker ignores a larger feature file
 def cell_name(mode: str, memory: str) -> str:
     """minor:hugetlb -> minor_hugetlb; missing+wp:shmem-private -> missing_wp_shmem_private."""
     return re.sub(r"[^a-z0-9]+", "_", f"{mode}_{memory}".lower())
+
+
+def fact_name(name: str, bit: int | None = None) -> str:
+    """A name as a key in every format: [a-z0-9_], no leading or trailing "_" ("bit 20", as
+    uffdctl before 0.2 named an unknown feature bit, is "bit_20")."""
+    key = re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")
+    if not key and bit is not None:
+        return f"bit_{bit}"
+    return key or "unnamed"
 
 
 def usable_ioctls(doc: dict[str, Any]) -> set[str]:
@@ -47,7 +62,7 @@ def facts(doc: dict[str, Any]) -> dict[str, Any]:
     """Flat booleans by name: the one table every format below is printed from."""
     out: dict[str, Any] = {"userfaultfd": bool((doc.get("access") or {}).get("usable"))}
     for f in (doc.get("api") or {}).get("features") or []:
-        out[f["name"]] = bool(f.get("usable"))
+        out[fact_name(f["name"], f.get("bit"))] = bool(f.get("usable"))
     for c in doc.get("matrix") or []:
         out[cell_name(c["mode"], c["memory"])] = bool(c.get("ok"))
     ioctls = usable_ioctls(doc)
@@ -62,8 +77,9 @@ def _kernel(doc: dict[str, Any]) -> str:
 
 def github(doc: dict[str, Any]) -> str:
     lines = [f"{k}={'true' if v else 'false'}" for k, v in facts(doc).items()]
-    # A value with a newline would need GitHub's heredoc form; a release never has one.
-    lines.append("kernel=" + _kernel(doc).replace("\n", " "))
+    # A value with a line break would need GitHub's heredoc form; a release never has one,
+    # and any control character is a space here.
+    lines.append("kernel=" + re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", _kernel(doc)))
     return "\n".join(lines) + "\n"
 
 
@@ -102,27 +118,82 @@ def ansible_facts(doc: dict[str, Any]) -> str:
     out = {"available": bool((doc.get("access") or {}).get("usable")),
            "kernel": _kernel(doc), "schema_version": doc.get("schema_version"),
            "capabilities": facts(doc),
-           "features": [f["name"] for f in (doc.get("api") or {}).get("features") or []
-                        if f.get("usable")],
+           "features": [fact_name(f["name"], f.get("bit"))
+                        for f in (doc.get("api") or {}).get("features") or [] if f.get("usable")],
            "matrix": {cell_name(c["mode"], c["memory"]): bool(c.get("ok"))
                       for c in doc.get("matrix") or []},
            "ioctls": sorted(usable_ioctls(doc))}
     if "error" in doc:
         out["error"] = doc["error"]
-    return json.dumps(out, indent=2, sort_keys=True) + "\n"
+    return json_text(out, indent=2, sort_keys=True) + "\n"
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename it into place: a reader
-    (nfd-worker) sees the old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".uffdctl-", dir=directory)
+# ----- --output: write without harming what is there ------------------------------------------
+
+class _CannotReplace(Exception):
+    """Renaming a new file over this one would lose something: write it in place instead."""
+
+
+def _umask() -> int:
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy_xattrs(src: str, fd: int) -> None:
+    """ACLs (system.posix_acl_access), SELinux labels and user attributes of the file being
+    replaced, as far as this process may set them."""
+    try:
+        names = os.listxattr(src)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.setxattr(fd, name, os.getxattr(src, name))
+        except OSError:
+            pass
+
+
+def _replace(path: str, data: bytes, old: os.stat_result | None) -> None:
+    """A temporary file in the same directory, renamed over ``path``: a reader (nfd-worker)
+    sees the old file or the new one, never half of one.  The old file's owner, group, mode
+    and extended attributes are kept; a new file gets 0666 less the umask, as the shell's
+    ``>`` gives it."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".uffdctl-", dir=os.path.dirname(path) or ".")
+    except PermissionError as exc:
+        if old is not None:  # the directory is not ours to write: the file may be
+            raise _CannotReplace from exc
+        raise
+    try:
+        try:
+            if old is not None:
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    try:
+                        os.fchown(fd, old.st_uid, old.st_gid)
+                    except PermissionError as exc:
+                        raise _CannotReplace from exc
+                os.fchmod(fd, _stat.S_IMODE(old.st_mode))
+                _copy_xattrs(path, fd)
+            else:
+                os.fchmod(fd, 0o666 & ~_umask())
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -130,16 +201,131 @@ def write_atomically(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+    try:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _in_place(path: str, data: bytes) -> None:
+    """The file itself, kept (its inode, links, owner and mode): written over from the start,
+    then cut to the new length, so that a full disk hits only where the file grows."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        _write_all(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stream(path: str, data: bytes, flags: int = 0) -> None:
+    """A device, a FIFO (waits for its reader, as the shell's ``>`` does) or, with O_APPEND,
+    any file: written as it is, never replaced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o666)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: str, text: str) -> None:
+    """``--output PATH`` without harming what is there.
+
+    A symbolic link is written through (the link stays).  A regular file with one link, or a
+    new path, is replaced atomically (:func:`_replace`), keeping the old file's owner, mode
+    and attributes; where that cannot be done (the directory is not writable, the owner
+    cannot be given back, other hard links) the file is written in place.  A device or a FIFO
+    is written as a stream.  A directory, a missing directory, a read-only file system or a
+    full disk is an OSError, the target left as it was."""
+    data = text.encode()
+    if not path:
+        raise FileNotFoundError(_errno.ENOENT, "no path given", path)
+    try:
+        # Through every link, /proc's magic ones too (/dev/stdout to a pipe).
+        old: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    if old is None:
+        real = os.path.realpath(path)  # a new file, or where a dangling link points
+        directory = os.path.dirname(real) or "."
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(_errno.ENOENT, f"directory {directory} does not exist",
+                                    directory)
+        _replace(real, data, None)
+    elif _stat.S_ISDIR(old.st_mode):
+        raise IsADirectoryError(_errno.EISDIR, "it is a directory", path)
+    elif _stat.S_ISREG(old.st_mode):
+        real = os.path.realpath(path)
+        try:
+            now = os.stat(real)
+            named = (now.st_dev, now.st_ino) == (old.st_dev, old.st_ino)
+        except OSError:
+            named = False  # a magic link to a file no path names (deleted, another mount)
+        if named and old.st_nlink == 1:
+            try:
+                _replace(real, data, old)
+                return
+            except _CannotReplace:
+                pass
+        _in_place(real if named else path, data)
+    elif _stat.S_ISSOCK(old.st_mode):
+        raise OSError(_errno.ENXIO, "it is a socket", path)
+    else:
+        _stream(path, data)
 
 
 def append(path: str, text: str) -> None:
-    with open(path, "a") as f:
-        f.write(text)
+    """$GITHUB_OUTPUT: appended to (created 0666 less the umask), through symbolic links."""
+    if not path:
+        raise FileNotFoundError(_errno.ENOENT, "no path given", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(_errno.EISDIR, "it is a directory", path)
+    _stream(path, text.encode(), os.O_APPEND | os.O_CREAT)
+
+
+# errno -> (cause, fix) for --output; the cause of anything else is its strerror.
+_WRITE_CAUSES = {
+    _errno.EISDIR: ("it is a directory", "give a file name inside it"),
+    _errno.ENOTDIR: ("a part of the path is not a directory", "check the path"),
+    _errno.EROFS: ("the file system is read-only",
+                   "write to a writable file system, or remount this one read-write"),
+    _errno.ENOSPC: ("no space left on the device", "free some space or write elsewhere"),
+    _errno.EDQUOT: ("the disk quota is exhausted", "free some space or write elsewhere"),
+    _errno.EACCES: ("permission denied",
+                    "run as a user who may write there, or choose another path"),
+    _errno.EPERM: ("operation not permitted",
+                   "run as a user who may write there, or choose another path"),
+    _errno.ENXIO: ("nothing can be written to it (a socket or a device with no driver)",
+                   "give a regular file, a device or a FIFO"),
+    _errno.ELOOP: ("too many levels of symbolic links", "check where the links point"),
+    _errno.ENAMETOOLONG: ("the name is too long", "choose a shorter path"),
+}
+
+
+def _write_error(target: str, exc: OSError) -> tuple[str, str]:
+    from ..output import inert
+
+    if exc.errno == _errno.ENOENT:
+        cause = exc.strerror if exc.strerror and exc.strerror != os.strerror(exc.errno) \
+            else "a directory on the way does not exist"
+        return inert(cause), "create the directory first, or give another path"
+    known = _WRITE_CAUSES.get(exc.errno or 0)
+    cause, fix = known or ((exc.strerror or str(exc)).lower(), "check the path")
+    if exc.errno in (_errno.ENOSPC, _errno.EDQUOT) and os.path.isfile(target):
+        cause += " (the file is as it was before)"
+    return cause, fix
 
 
 def render(fmt: str, doc: dict[str, Any], nfd_expiry: int = NFD_DEFAULT_EXPIRY_S) -> str:
     if fmt == "json":
-        return json.dumps(doc) + "\n"
+        return json_text(doc) + "\n"
     if fmt == "nfd":
         return nfd(doc, expiry_s=nfd_expiry)
     return {"github": github, "env": env, "facts": ansible_facts}[fmt](doc)
@@ -148,20 +334,24 @@ def render(fmt: str, doc: dict[str, Any], nfd_expiry: int = NFD_DEFAULT_EXPIRY_S
 def deliver(fmt: str, doc: dict[str, Any], output: str | None,
             nfd_expiry: int = NFD_DEFAULT_EXPIRY_S) -> None:
     """Print the document in ``fmt``, or write it to ``output``: appended for github (the
-    default target there is $GITHUB_OUTPUT, as Actions expects), atomically otherwise."""
+    default target there is $GITHUB_OUTPUT, as Actions expects), by :func:`write_file`
+    otherwise.  What cannot be written is one line: the cause and the fix."""
     import sys
 
     from .. import errors
 
     text = render(fmt, doc, nfd_expiry)
-    target = output or (os.environ.get("GITHUB_OUTPUT") or None if fmt == "github" else None)
+    target = output if output is not None else (
+        os.environ.get("GITHUB_OUTPUT") or None if fmt == "github" else None)
     if target is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     try:
-        (append if fmt == "github" else write_atomically)(target, text)
+        (append if fmt == "github" else write_file)(target, text)
     except OSError as exc:
-        raise errors.UffdctlError(f"cannot write {target}: {exc.strerror or exc}",
-                                  "check that the directory exists and is writable",
+        from ..output import inert
+
+        cause, fix = _write_error(target, exc)
+        raise errors.UffdctlError(f"cannot write {inert(target)}: {cause}", fix,
                                   errors.FAILED) from None

@@ -2,21 +2,28 @@
 Names, command lines and paths come from other processes: they reach the terminal only as
 inert rich Text, never as markup (output.inert escapes control characters).
 
+A long table (`inspect --all` of a process with tens of thousands of mappings) is streamed
+(_Streamed): the same output as rich's Table, in linear time and bounded memory.
+
 The JSON documents are built in render/documents.py (no rich on the --json path); they are
 re-exported here for the callers that still import them from this module."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from .. import procs
 from ..output import inert
-from ..smaps import UFFD_MODE_ORDER, decode_flags
+from ..smaps import UFFD_MODE_ORDER, decode_flags, modes_of
 from .documents import ps_json, report_json
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+    from rich.segment import Segment, Segments
     from rich.table import Table
+    from rich.text import Text
 
     from ..procs import ProcessReport, PsReport
 
@@ -52,6 +59,237 @@ def _table(con: Console, title: str, columns: list[str], style: str = "bold",
     for col in columns:
         t.add_column(col, overflow="fold" if fold else "ellipsis")
     return t
+
+
+# ----- long tables ----------------------------------------------------------------------------
+
+Cell = tuple[str, str, bool]  # text (inert already), style, no_wrap: one table cell
+STREAM_ROWS = 256  # a table with more rows is streamed (_Streamed), fewer: one rich Table
+CHUNK_ROWS = 256  # rows per print when streamed: all the output held at any time
+_CACHED = 4096  # distinct cell texts remembered while streaming (measures, padded cells)
+
+
+def _text(cell: Cell) -> Text:
+    from rich.text import Text
+
+    text, style, no_wrap = cell
+    return Text(text, style=style, no_wrap=no_wrap or None)
+
+
+def _measure(text: str) -> tuple[int, int]:
+    """(widest word, widest line) in cells: rich's Text.__rich_measure__, normalized as
+    rich.measure.Measurement.get does (the first never above the second)."""
+    if text.isascii() and text.isprintable():  # one line, a character per cell
+        widest = len(text)
+        words = text.split()
+        return min(max(map(len, words)) if words else widest, widest), widest
+    from rich.cells import cell_len
+
+    lines = text.splitlines()
+    widest = max(cell_len(line) for line in lines) if lines else 0
+    words = text.split()
+    return min(max(cell_len(w) for w in words) if words else widest, widest), widest
+
+
+def _stand_ins(word: int, line: int) -> tuple[str, str]:
+    """Two cells that together measure (word, line) as a column (word <= line)."""
+    if not word:
+        return "", ""  # no cell has a word: every one is empty
+    return "x" * word, (("x" * word + " ") * (line // (word + 1) + 1))[:line]
+
+
+class _Rows:
+    """Rows drawn as rich's Table draws them: each cell laid out in its column's width with a
+    space of padding on each side, the box's edges and dividers between the cells.
+
+    A cell whose text fits its column on one line is padded by hand (spaces up to the width,
+    in the cell's style, as rich's left justification pads); one that does not (folded over
+    lines, or not printable) is laid out by rich with the column's settings, once for each
+    distinct text.  A row is as high as its highest cell, the others filled with blank lines
+    below (rich's vertical alignment "top")."""
+
+    def __init__(self, widths: list[int], box: Any, columns: list[Any], console: Console,
+                 options: ConsoleOptions) -> None:
+        self.mid = (box.mid_left, box.mid_vertical, box.mid_right)
+        self.foot = (box.foot_left, box.foot_vertical, box.foot_right)
+        self.blank = [" " * width for width in widths]
+        self.styled = console.color_system is not None  # else styles are not written
+        self.style = lru_cache(_CACHED)(console.get_style)
+        self.cells = [lru_cache(_CACHED)(self._layout(width - 2, column, console, options))
+                      for width, column in zip(widths, columns, strict=True)]
+
+    @staticmethod
+    def _layout(room: int, column: Any, console: Console, options: ConsoleOptions
+                ) -> Callable[[Cell], str | list[list[Segment]]]:
+        from rich.cells import cell_len
+
+        # What rich.Table gives a cell to lay out in (Padding then takes the two spaces off).
+        cell_options = options.update(width=room, justify=column.justify,
+                                      no_wrap=column.no_wrap, overflow=column.overflow,
+                                      height=None, highlight=column.highlight)
+
+        def layout(cell: Cell) -> str | list[list[Segment]]:
+            """One line: the text and the spaces after it; else rich's lines of ``room``."""
+            text = cell[0]
+            if text.isprintable():
+                left = room - (len(text) if text.isascii() else cell_len(text))
+                if left >= 0:
+                    return text + " " * left
+            return console.render_lines(_text(cell), cell_options, pad=True)
+        return layout
+
+    def line(self, row: Sequence[Cell], last: bool) -> list[Segment]:
+        """The row's lines (as segments, new lines included)."""
+        from rich.segment import Segment
+
+        left, between, right = self.foot if last else self.mid
+        out: list[Segment] = []
+        text = left
+        end = len(self.cells) - 1
+        for k, (cell, layout) in enumerate(zip(row, self.cells, strict=True)):
+            laid = layout(cell)
+            if not isinstance(laid, str):
+                return self._tall(row, left, between, right)
+            if cell[1] and self.styled:
+                out += (Segment(text + " "), Segment(laid, self.style(cell[1])))
+                text = " "
+            else:
+                text += " " + laid + " "
+            text += between if k < end else right
+        out.append(Segment(text + "\n"))
+        return out
+
+    def _tall(self, row: Sequence[Cell], left: str, between: str, right: str
+              ) -> list[Segment]:
+        """A row with a cell over several lines."""
+        from rich.segment import Segment
+
+        laid = [layout(cell) for cell, layout in zip(row, self.cells, strict=True)]
+        height = max(1, *(1 if isinstance(c, str) else len(c) for c in laid))
+        end = len(laid) - 1
+        out: list[Segment] = []
+        text = ""
+        for i in range(height):
+            text += left
+            for k, (cell, lines) in enumerate(zip(row, laid, strict=True)):
+                if isinstance(lines, str) and not i:
+                    if cell[1] and self.styled:
+                        out += (Segment(text + " "), Segment(lines, self.style(cell[1])))
+                        text = " "
+                    else:
+                        text += " " + lines + " "
+                elif isinstance(lines, list) and i < len(lines):
+                    out += (Segment(text + " "), *lines[i])
+                    text = " "
+                else:
+                    text += self.blank[k]
+                text += between if k < end else right
+            text += "\n"
+        out.append(Segment(text))
+        return out
+
+
+class _Streamed:
+    """A rich Table of many rows, printed as rich prints it, in linear time and bounded memory.
+
+    rich.Table keeps every cell and lays each out through its renderer, twice with measuring
+    (~1 ms a row here: 65,000 regions took 80 s and 640 MB).  This makes two passes over
+    ``rows`` (a function giving a fresh iterator) and holds no row beyond the one at hand:
+
+    1. each column measured as rich measures it: its widest word and its widest line (two
+       numbers a column); rich then lays out a stand-in table with one row of each column's
+       widest word and one of its widest line: the same column widths as the whole table;
+    2. title, header and edges laid out by rich in a table of those widths, the rows drawn
+       by _Rows, which asks rich only for the cells that do not fit on one line.
+
+    The output is the same, line for line, as rich's Table of the same rows (tests/test_costs.py
+    compares them).  ``table`` gives the empty Table (title, box, columns) to fill."""
+
+    def __init__(self, table: Callable[[], Table], rows: Callable[[], Iterable[Sequence[Cell]]]
+                 ) -> None:
+        self.table, self.rows = table, rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in self.lines(console, options):
+            yield from line
+
+    def pieces(self, console: Console) -> Iterator[Segments]:
+        """The table as renderables of CHUNK_ROWS rows each: printed one by one, the output
+        is written as it is made."""
+        from rich.segment import Segment, Segments
+
+        chunk: list[Segment] = []
+        plain: list[str] = []  # unstyled text is written as it is: one segment for a run
+        for k, line in enumerate(self.lines(console, console.options), 1):
+            for segment in line:
+                if segment.style or segment.control:
+                    if plain:
+                        chunk.append(Segment("".join(plain)))
+                        plain = []
+                    chunk.append(segment)
+                else:
+                    plain.append(segment.text)
+            if k % CHUNK_ROWS == 0:
+                yield Segments([*chunk, Segment("".join(plain))])
+                chunk, plain = [], []
+        if chunk or plain:
+            yield Segments([*chunk, Segment("".join(plain))])
+
+    def lines(self, console: Console, options: ConsoleOptions) -> Iterator[list[Segment]]:
+        """The table's lines as segments, new lines included: the title and header a line at
+        a time, then a row at a time (a row may take several lines)."""
+        options = options.update(height=None)  # as rich.Table lays out its parts
+        count, ncols = 0, len(self.table().columns)
+        words, longest = [0] * ncols, [0] * ncols
+        measure = lru_cache(_CACHED)(_measure)  # most columns repeat a few texts
+        for row in self.rows():
+            count += 1
+            for k, cell in enumerate(row):
+                word, wide = measure(cell[0])
+                if word > words[k]:
+                    words[k] = word
+                if wide > longest[k]:
+                    longest[k] = wide
+        widths = self._widths(console, options, list(zip(words, longest, strict=True)))
+        if widths is None:  # no box, or a console too narrow: rich lays out everything
+            everything = self.table()
+            for row in self.rows():
+                everything.add_row(*map(_text, row))
+            yield from console.render_lines(everything, options, pad=False, new_lines=True)
+            return
+        fixed = self._fixed(widths)
+        head = console.render_lines(fixed, options, pad=False, new_lines=True)
+        yield from head[:-1]  # title, top edge, header, the line under it
+        assert fixed.box is not None  # _widths() found one
+        rows = _Rows(widths, fixed.box.substitute(options, safe=console.safe_box),
+                     fixed.columns, console, options)
+        for k, row in enumerate(self.rows()):
+            yield rows.line(row, k == count - 1)
+        yield head[-1]  # the bottom edge
+
+    def _widths(self, console: Console, options: ConsoleOptions,
+                columns: list[tuple[int, int]]) -> list[int] | None:
+        """The width of each column (padding included) as rich would make them for all the
+        rows: read off the top edge of the stand-in table drawn in ASCII2 ("+---+--+")."""
+        from rich import box
+
+        stand_in = self.table()
+        if stand_in.box is None:
+            return None
+        stand_in.box, stand_in.title = box.ASCII2, None
+        for row in zip(*(_stand_ins(*c) for c in columns), strict=True):
+            stand_in.add_row(*row)
+        top = "".join(s.text for s in console.render_lines(stand_in, options, pad=False)[0])
+        widths = [len(part) for part in top[1:-1].split("+")]
+        if len(widths) != len(columns) or min(widths) < 3:
+            return None
+        return widths
+
+    def _fixed(self, widths: list[int]) -> Table:
+        t = self.table()
+        for column, width in zip(t.columns, widths, strict=True):
+            column.width = width - 2  # the cell padding: one space on each side
+        return t
 
 
 # ----- one process ----------------------------------------------------------------------------
@@ -101,6 +339,34 @@ def _descriptors(report: ProcessReport, con: Console) -> list[RenderableType]:
     return [t, Text("  " + TOTAL_NOTE, style="dim")]
 
 
+def _region_rows(report: ProcessReport, flags_detail: bool
+                 ) -> Callable[[], Iterator[list[Cell]]]:
+    """The rows of the regions table, a fresh iterator each call.  What regions share (their
+    VmFlags, path, size) is spelled out once (a bounded cache), not once a region."""
+
+    def rows() -> Iterator[list[Cell]]:
+        @lru_cache(_CACHED)
+        def by_flags(flags: tuple[str, ...]) -> tuple[Cell, ...]:
+            modes = modes_of(flags)
+            cells: tuple[Cell, ...] = (("+".join(modes) or "-", "bold" if modes else "", False),)
+            if flags_detail:
+                cells += ((inert(" ".join(f"{m}={name.removeprefix('VM_') or '?'}"
+                                          for m, name, _ in decode_flags(list(flags)))),
+                           "", False),)
+            return cells
+
+        size = lru_cache(_CACHED)(_size)
+        path = lru_cache(_CACHED)(inert)
+        owners = report.owners
+        for r in report.regions:
+            owner = owners.get(r.start)
+            modes, *flags = by_flags(tuple(r.flags))
+            yield [(f"{r.start:x}-{r.end:x}", "", True), (size(r.end - r.start), "", False),
+                   (r.memory, "", False), modes, (owner.text() if owner else "-", "", False),
+                   *flags, (path(r.path), "", False)]
+    return rows
+
+
 def _regions(report: ProcessReport, con: Console, flags_detail: bool) -> list[RenderableType]:
     from rich.text import Text
 
@@ -108,17 +374,16 @@ def _regions(report: ProcessReport, con: Console, flags_detail: bool) -> list[Re
     if not report.regions:
         return [Text(f"no {title}")]
     cols = ["start-end", "size", "memory", "uffd modes", "descriptor"]
-    t = _table(con, title, cols + (["flags", "path"] if flags_detail else ["path"]))
-    for r in report.regions:
-        owner = report.owners.get(r.start)
-        row = [Text(f"{r.start:x}-{r.end:x}", no_wrap=True), Text(_size(r.length)),
-               Text(r.memory), Text("+".join(r.modes) or "-", style="bold" if r.modes else ""),
-               Text(owner.text() if owner else "-")]
-        if flags_detail:
-            row.append(Text(inert(" ".join(f"{m}={name.removeprefix('VM_') or '?'}"
-                                           for m, name, _ in decode_flags(r.flags)))))
-        row.append(Text(inert(r.path)))
-        t.add_row(*row)
+    cols += ["flags", "path"] if flags_detail else ["path"]
+
+    rows = _region_rows(report, flags_detail)
+    t: RenderableType
+    if len(report.regions) > STREAM_ROWS:
+        t = _Streamed(lambda: _table(con, title, cols), rows)
+    else:
+        t = table = _table(con, title, cols)
+        for row in rows():
+            table.add_row(*map(_text, row))
     parts: list[RenderableType] = [t]
     if any(r.registered for r in report.regions):
         parts.append(Text("  " + OWNER_NOTE, style="dim"))
@@ -137,7 +402,24 @@ def process_view(report: ProcessReport, con: Console, *, flags_detail: bool = Fa
 
 
 def render_report(report: ProcessReport, con: Console, flags_detail: bool = False) -> None:
-    con.print(process_view(report, con, flags_detail=flags_detail))
+    """The report, as process_view() draws it; a long table (_Streamed) is written as it is
+    made, CHUNK_ROWS lines at a time, the parts around it each as one group."""
+    from rich.console import Group
+
+    parts = [*_head(report, None), *_stuck(report, con), *_descriptors(report, con),
+             *_regions(report, con, flags_detail)]
+    group: list[RenderableType] = []
+    for part in parts:
+        if not isinstance(part, _Streamed):
+            group.append(part)
+            continue
+        if group:
+            con.print(Group(*group))
+            group = []
+        for piece in part.pieces(con):
+            con.print(piece, crop=False)  # no line is wider than the table
+    if group:
+        con.print(Group(*group))
 
 
 def widen(con: Console) -> Console:

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import abi, kconfig
-from ..advice import demo_minor_outlook
+from ..advice import DEMO_MINOR_PAGES, demo_minor_outlook, leftover
 from ..output import inert
 from ..probe import ProbeReport
 from ..require import RequirementResult
@@ -165,6 +165,9 @@ def _hugepages(report: ProbeReport, con: Console) -> None:
     if hp.mounts:
         # Mount points are chosen by whoever mounted them: shown inert.
         _line(con, "INFO", "hugetlbfs mounted at " + ", ".join(inert(m) for m in hp.mounts))
+    for left in report.leftover:
+        text, fix = leftover(left)
+        _line(con, "WARN" if left.left else "INFO", text, f"fix: {fix}" if fix else "")
     pool = hp.pool()
-    level = "PASS" if pool and pool.available else "WARN"
+    level = "PASS" if pool and pool.available >= DEMO_MINOR_PAGES else "WARN"
     _line(con, level, demo_minor_outlook(hp, report.access.context.euid))
