@@ -57,10 +57,11 @@ def leftover(left: Leftover) -> tuple[str, str]:
              "and never gave back (it was killed)")
     if not left.left:
         return f"gave back {whose}", ""
+    fix = give_back(left.size_kb, left.keep, left.record, left.root)
     if left.given_back:
         return (f"gave back {left.given_back} of {whose}; {left.left} are still in the pool "
-                f"({left.why})", left.fix)
-    return f"{whose}: {left.left} are still in the pool ({left.why})", left.fix
+                f"({left.why})", fix)
+    return f"{whose}: {left.left} are still in the pool ({left.why})", fix
 
 
 def demo_minor_outlook(pools: HugePages, euid: int) -> str:

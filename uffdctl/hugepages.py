@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from . import procfs
 from .signals import deferred_sigint
 
 SYSFS_HUGEPAGES = "/sys/kernel/mm/hugepages"
@@ -207,16 +208,12 @@ RECORD_VERSION = 1
 _seq = itertools.count()
 
 
-def _process(pid: int) -> tuple[str, int] | None:
+def _process(pid: int) -> tuple[str, int | None] | None:
     """(state, start time in clock ticks since boot) from /proc/PID/stat; None: no such
     process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        fields = data[data.rindex(b")") + 2:].split()
-        return fields[0].decode(), int(fields[19])  # fields 3 and 22 of proc(5)
-    except (OSError, ValueError, IndexError):
-        return None
+    text = procfs.read_detail(f"/proc/{pid}/stat")
+    stat = procfs.parse_stat(text) if text else None
+    return (stat.state, stat.start_time) if stat else None
 
 
 @dataclass
@@ -384,8 +381,9 @@ class Leftover:
     given_back: int  # given back now
     left: int  # still in the pool (0: all given back, the record removed)
     record: str  # the record's path
-    fix: str = ""  # the exact commands that give back the rest ("" when nothing is left)
     why: str = ""  # why the rest could not be given back now
+    keep: int = 0  # the pool's size once the rest is given back (advice.leftover words it)
+    root: bool = True  # whether this run could have given it back
 
 
 def recover() -> list[Leftover]:
@@ -409,8 +407,6 @@ def recover() -> list[Leftover]:
 
 
 def _give_back(rec: Record, live: list[Record], may_write: bool) -> Leftover:
-    from . import advice
-
     recorded = rec.added
     pool = read_pools().pool(rec.size_kb * 1024)
     if pool is None:  # no such pool any more: nothing of it can be left
@@ -451,9 +447,8 @@ def _give_back(rec: Record, live: list[Record], may_write: bool) -> Leftover:
                 _unlink(rec.path)
         except OSError:
             pass
-    fix = advice.give_back(rec.size_kb, max(0, nr - left), rec.path, may_write) if left else ""
-    return Leftover(rec.pid, rec.size_kb, recorded, given, left, rec.path, fix,
-                    why if left else "")
+    return Leftover(rec.pid, rec.size_kb, recorded, given, left, rec.path,
+                    why if left else "", max(0, nr - left), may_write)
 
 
 # ----- reserving ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ is shown inert: C0 controls, DEL and C1 controls (0x80-0x9f, the single-byte CSI
 them) as ``\\xNN``, and so is a byte that is not valid UTF-8 (read with surrogateescape,
 it arrives as U+DC80-U+DCFF); format characters, line and paragraph separators (bidi
 overrides, zero-width joiners) as ``\\uNNNN``.  In JSON such a byte is U+FFFD
-(documents.json_text).
+(json_text).
 
 Standard output and standard error go through :class:`GuardedStream` (installed by
 :func:`guard_streams` before a command parses its options): a closed descriptor, a full disk
@@ -93,12 +93,29 @@ def console(stderr: bool = False) -> Console:
 
 def dump_json(obj: Any, stream: TextIO | None = None) -> None:
     """One JSON document (or JSON line) on stdout, flushed so pipes see it at once; ASCII only,
-    a byte that is not valid UTF-8 as U+FFFD (documents.json_text)."""
-    from .render.documents import json_text
-
+    a byte that is not valid UTF-8 as U+FFFD (json_text)."""
     out = stream or sys.stdout
     out.write(json_text(obj) + "\n")
     out.flush()
+
+
+def json_text(obj: Any, indent: int | None = None, sort_keys: bool = False) -> str:
+    """``json.dumps(obj)`` as every document is printed: ASCII only (any locale can carry it)
+    and valid Unicode.  Text read from /proc keeps a byte that is not valid UTF-8 as a lone
+    surrogate (U+DC80-U+DCFF, Python's surrogateescape), which strict JSON parsers refuse;
+    each such byte is U+FFFD (the replacement character) here, its one representation in
+    every uffdctl document."""
+    import json
+
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys)
+    if "\\ud" not in text:
+        return text
+    import re
+
+    # An escaped backslash or a surrogate pair (a character beyond U+FFFF) is kept as it is;
+    # what is left is an unpaired surrogate.
+    return re.sub(r"(\\\\|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2})|\\ud[89a-f][0-9a-f]{2}",
+                  lambda m: m.group(0) if m.group(1) else "\\ufffd", text)
 
 
 # ----- standard streams ---------------------------------------------------------------------

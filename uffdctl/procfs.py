@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import errors
+from . import abi, errors
 from .output import inert
 
 # include/linux/sched.h (6.18): the task is a kernel thread; /proc/PID/stat field 9.
@@ -61,6 +61,7 @@ class Stat:
     state: str
     flags: int
     minflt: int
+    start_time: int | None = None  # field 22, clock ticks since boot: tells a reused pid
 
 
 def parse_stat(text: str) -> Stat | None:
@@ -72,7 +73,8 @@ def parse_stat(text: str) -> Stat | None:
     if len(rest) < 8:
         return None
     try:
-        return Stat(text[open_at + 1:close_at], rest[0], int(rest[6]), int(rest[7]))
+        return Stat(text[open_at + 1:close_at], rest[0], int(rest[6]), int(rest[7]),
+                    int(rest[19]) if len(rest) > 19 else None)
     except ValueError:
         return None
 
@@ -133,13 +135,10 @@ def has_cap_sys_ptrace() -> bool:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_SYS_PTRACE & 1)
+                    return bool(int(line.split()[1], 16) >> abi.CAP_SYS_PTRACE & 1)
     except (OSError, ValueError, IndexError):
         pass
     return False
-
-
-CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
 
 
 def denied(pid: int, what: str) -> errors.UffdctlError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import abi
+from .. import abi, advice
 
 if TYPE_CHECKING:
     from .. import errors
@@ -21,25 +21,6 @@ PROBE_SCHEMA_VERSION = 1
 
 
 # ----- the JSON text ------------------------------------------------------------------------------
-
-def json_text(obj: Any, indent: int | None = None, sort_keys: bool = False) -> str:
-    """``json.dumps(obj)`` as every document is printed: ASCII only (any locale can carry it)
-    and valid Unicode.  Text read from /proc keeps a byte that is not valid UTF-8 as a lone
-    surrogate (U+DC80-U+DCFF, Python's surrogateescape), which strict JSON parsers refuse;
-    each such byte is U+FFFD (the replacement character) here, its one representation in
-    every uffdctl document."""
-    import json
-
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys)
-    if "\\ud" not in text:
-        return text
-    import re
-
-    # An escaped backslash or a surrogate pair (a character beyond U+FFFF) is kept as it is;
-    # what is left is an unpaired surrogate.
-    return re.sub(r"(\\\\|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2})|\\ud[89a-f][0-9a-f]{2}",
-                  lambda m: m.group(0) if m.group(1) else "\\ufffd", text)
-
 
 # ----- probe ------------------------------------------------------------------------------------
 
@@ -101,7 +82,7 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
                       for p in report.hugepages.pools],
             "leftover": [{"pid": x.pid, "size_kb": x.size_kb, "pages": x.pages,
                           "given_back": x.given_back, "left": x.left, "record": x.record,
-                          "why": x.why or None, "fix": x.fix or None}
+                          "why": x.why or None, "fix": advice.leftover(x)[1] or None}
                          for x in report.leftover],
         },
         "requirements": requirements,

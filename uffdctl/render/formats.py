@@ -28,7 +28,7 @@ import tempfile
 from typing import Any
 
 from .. import abi
-from .documents import json_text
+from ..output import json_text
 
 # NFD accepts feature.node.kubernetes.io and its sub-namespaces without extra configuration.
 NFD_PREFIX = "uffd.feature.node.kubernetes.io"
