@@ -95,8 +95,9 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
               "lines), env (eval-safe UFFD_*=0|1), nfd (Node Feature Discovery feature file), "
               "facts (Ansible local fact JSON; always exits 0).")
 @click.option("--output", "-o", metavar="PATH", default=None,
-              help="Write there instead of stdout (nfd: atomically, by rename; github: "
-                   "appended, default $GITHUB_OUTPUT).")
+              help="Write there instead of stdout: a regular file is replaced atomically "
+                   "keeping its owner and mode, a symlink is written through, a device or "
+                   "FIFO as a stream (github: appended, default $GITHUB_OUTPUT).")
 @click.option("--nfd-expiry", type=click.IntRange(60, NFD_EXPIRY_MAX), default=7200,
               show_default=True, metavar="SECONDS",
               help="How long NFD trusts the feature file (--format nfd).")
