@@ -1,8 +1,10 @@
 """What the demo tests share: reading the JSON lines, Ctrl-C at chosen or random moments,
-and the checks that nothing was left behind."""
+the checks that nothing was left behind, and what the running kernel offers (asked of the
+kernel itself, never a table of releases)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -12,9 +14,49 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from conftest import ROOT
 
-from uffdctl import hugepages
+from uffdctl import abi, hugepages, memtypes, uffd
+
+# The uffd markers of the hugetlb demos name features, not the probe's hugetlb cells
+# ("minor:hugetlb"): the plugin probes once per session, and a hugetlb cell probed while the
+# pool has no free page (a freshly booted kernel has none) reads "no free huge pages", which
+# would skip the test although the demo reserves its own pages as root.
+MINOR_HUGETLB = pytest.mark.uffd("minor_hugetlbfs")
+WP_HUGETLB = pytest.mark.uffd("pagefault_flag_wp", "wp_hugetlbfs_shmem")
+
+
+def offered_features() -> int:
+    """The features this kernel's UFFDIO_API offers (asked on a throw-away descriptor)."""
+    with uffd.Userfaultfd(uffd.open_with(abi.OPEN_METHODS[0])) as u:
+        return u.api(0)[0]
+
+
+def knows_user_mode_only() -> bool:
+    """Does this kernel know UFFD_USER_MODE_ONLY?  Asked as root, who passes the permission
+    check, so EINVAL here is the kernel not knowing the flag (fs/userfaultfd.c)."""
+    try:
+        fd = uffd.open_with(abi.OPEN_METHOD_BY_NAME["syscall+user-mode-only"])
+    except uffd.UffdError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    os.close(fd)
+    return True
+
+
+def needs(mode: str, backing: str, is_async: bool = False) -> list[str]:
+    """The features `demo MODE --backing BACKING` needs: abi.MODE_SUPPORT's, and WP_ASYNC
+    for --async."""
+    kind = memtypes.MEMORY_BY_NAME[backing].kind
+    return [*abi.features_for(mode, kind), *(["wp_async"] if is_async else [])]
+
+
+def lacking(mode: str, backing: str, offered: int, is_async: bool = False) -> list[str]:
+    """What of that this kernel does not offer."""
+    return [k for k in needs(mode, backing, is_async)
+            if not offered & abi.FEATURE_BY_KEY[k].mask]
 
 
 def lines(stdout: str) -> list[dict[str, Any]]:
@@ -91,3 +133,19 @@ def sigint_after(args: list[str], delays: list[float]) -> None:
         if proc.returncode == 130:
             assert err.strip().splitlines() == ["uffdctl: interrupted"]
         assert pool_state() == before
+
+
+def assert_nobody_user_mode_only(res: subprocess.CompletedProcess[str]) -> None:
+    """A demo as nobody with vm.unprivileged_userfaultfd=0: a kernel that knows
+    UFFD_USER_MODE_ONLY (5.11) serves it through that flag; an older one refuses it with
+    the sysctl as the cause and no flag it does not have in the fix."""
+    if knows_user_mode_only():
+        assert res.returncode == 0, res.stderr
+        s = summary(res.stdout)
+        assert s["ok"] and s["uffd_method"] == "syscall+user-mode-only"
+        return
+    assert res.returncode == 3, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    cause, _, fix = line.partition(" (fix: ")
+    assert "cannot open a userfaultfd" in cause and "vm.unprivileged_userfaultfd is 0" in cause
+    assert "seccomp" not in line and "UFFD_USER_MODE_ONLY" not in fix, line

@@ -4,6 +4,7 @@ delivered, and nothing leaked however the run ends."""
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -12,20 +13,28 @@ import pytest
 import seccomp
 from conftest import NOBODY, ROOT
 from demo_util import (
+    MINOR_HUGETLB,
     Interrupt,
+    assert_nobody_user_mode_only,
     faults,
     fds,
+    lacking,
     lines,
     maps,
+    offered_features,
     pool_state,
     sigint_after,
     sigint_at_random_moments,
     summary,
 )
 
-from uffdctl import demo, errors, scenarios
+from uffdctl import abi, advice, demo, errors, hugepages, scenarios, uffd
+
+MINOR_SHMEM = pytest.mark.uffd("minor:shmem")
 
 
+@pytest.mark.kernel
+@MINOR_SHMEM
 def test_shmem_every_byte_verified(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "minor", "--backing", "shmem", "--pages", "16", "--json")
     assert res.returncode == 0, res.stderr
@@ -40,6 +49,8 @@ def test_shmem_every_byte_verified(run_cli) -> None:  # type: ignore[no-untyped-
     assert all(f["tid"] > 0 for f in seen)  # THREAD_ID delivered the faulting thread
 
 
+@pytest.mark.kernel
+@MINOR_HUGETLB
 def test_hugetlb_with_pages_reserved_by_the_fixture(run_cli, hugepages) -> None:  # type: ignore[no-untyped-def]
     with hugepages(8):
         res = run_cli("demo", "minor", "--pages", "4", "--json")
@@ -51,6 +62,8 @@ def test_hugetlb_with_pages_reserved_by_the_fixture(run_cli, hugepages) -> None:
     assert all(f["address"] % (2 << 20) == 0 for f in faults(res.stdout))
 
 
+@pytest.mark.kernel
+@MINOR_HUGETLB
 def test_root_reserves_and_gives_back(run_cli, no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
     with no_free_hugepages():
         before = pool_state()
@@ -63,14 +76,90 @@ def test_root_reserves_and_gives_back(run_cli, no_free_hugepages) -> None:  # ty
     assert after == before
 
 
+@MINOR_HUGETLB
 def test_no_reserve_without_pages_is_exit_3(run_cli, no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
     with no_free_hugepages():
         res = run_cli("demo", "minor", "--no-reserve")
     assert res.returncode == 3
     (line,) = res.stderr.strip().splitlines()
-    assert "no free huge pages" in line and "--backing shmem" in line
+    assert "no free huge pages" in line
+    # The fix names shmem only where this kernel can do minor faults on shmem.
+    shmem_works = not lacking("minor", "shmem", offered_features())
+    assert ("--backing shmem" in line) == shmem_works, line
 
 
+@MINOR_HUGETLB
+@pytest.mark.parametrize("hide", [[], ["minor_shmem"]], ids=["as-is", "no-minor-shmem"])
+def test_huge_page_fixes_name_only_backings_that_work(no_free_hugepages, hide: list[str]
+                                                      ) -> None:  # type: ignore[no-untyped-def]
+    """A kernel that does minor faults on hugetlbfs but not on shmem (5.13) must not be told
+    "or use --backing shmem" when the huge pages run short."""
+    class Hiding(uffd.Userfaultfd):
+        """A real userfaultfd whose UFFDIO_API answer leaves out the hidden features."""
+
+        def api(self, features: int = 0) -> tuple[int, int]:
+            offered, ioctls = super().api(features)
+            self.features = offered & ~abi.features_mask(hide)
+            return self.features, ioctls
+
+    def open_uffd() -> tuple[uffd.Userfaultfd, str]:
+        return Hiding(uffd.open_with(abi.OPEN_METHODS[0])), "syscall"
+    cfg = demo.DemoConfig(pages=2, reserve=False)
+    with no_free_hugepages(), pytest.raises(errors.UffdctlError) as caught:
+        demo.run_demo(scenarios.MINOR, cfg, lambda _e: None, open_uffd)
+    assert caught.value.status == errors.UNAVAILABLE
+    assert "no free huge pages" in caught.value.cause
+    assert ("--backing shmem" in caught.value.fix) == (not hide), caught.value.fix
+
+
+@pytest.mark.parametrize("euid", [0, 65534])
+@pytest.mark.parametrize("works", [["hugetlb", "shmem"], ["hugetlb"], ["shmem"], []])
+def test_probe_outlook_names_only_backings_that_work(works: list[str], euid: int) -> None:
+    text = advice.demo_minor_outlook(hugepages.read_pools(), euid, works)
+    if "shmem" not in works:
+        assert "--backing shmem" not in text, text
+    if "hugetlb" not in works:
+        assert "cannot do `demo minor` on huge pages" in text, text
+        assert ("--backing shmem" in text) == ("shmem" in works), text
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("mode", "backing"), [("minor", "hugetlb"), ("minor", "shmem"),
+                                               ("wp", "shmem")])
+def test_a_mode_the_kernel_lacks_is_refused_before_any_huge_page(
+        run_cli, no_free_hugepages, mode: str, backing: str) -> None:  # type: ignore[no-untyped-def]
+    """On a kernel without the mode: exit 3, one line naming what is missing and the newest
+    release among it, a fix naming only backings that work here, and the huge page pool
+    never touched.  On a kernel with it: the demo runs.  Which of the two comes from the
+    kernel's own UFFDIO_API answer."""
+    offered = offered_features()
+    missing = lacking(mode, backing, offered)
+    with no_free_hugepages():  # a hugetlb run that got as far as the pool would grow it
+        before = pool_state()
+        res = run_cli("demo", mode, "--backing", backing, "--pages", "2", "--json")
+        after = pool_state()
+    assert after == before
+    assert "Traceback" not in res.stderr, res.stderr
+    if not missing:
+        assert res.returncode == 0, res.stderr
+        assert summary(res.stdout)["ok"]
+        return
+    assert res.returncode == 3, res.stderr
+    texts = [e.get("text", "") for e in lines(res.stdout)]
+    assert not any("reserved" in t for t in texts), texts
+    (line,) = res.stderr.strip().splitlines()
+    cause, _, fix = line.partition(" (fix: ")
+    assert all(abi.FEATURE_BY_KEY[k].name in cause for k in missing), line
+    newest = max((abi.FEATURE_BY_KEY[k].first for k in missing), key=abi.release_tuple)
+    if not abi.release_at_least(platform.release(), newest):
+        assert f"added in {newest}" in cause and f"use a kernel {newest} or newer" in fix, line
+    for other in scenarios.SCENARIOS[mode].backings:
+        if other != backing:
+            works = not lacking(mode, other, offered)
+            assert (f"--backing {other}" in fix) == works, line
+
+
+@MINOR_SHMEM
 def test_modify_contents_arrive(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "minor", "--backing", "shmem", "--modify", "--json")
     assert res.returncode == 0, res.stderr
@@ -78,6 +167,7 @@ def test_modify_contents_arrive(run_cli) -> None:  # type: ignore[no-untyped-def
     assert all(f["modified"] for f in faults(res.stdout))
 
 
+@MINOR_SHMEM
 def test_write_faults_carry_write(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "minor", "--backing", "shmem", "--write", "--json")
     assert res.returncode == 0, res.stderr
@@ -87,6 +177,7 @@ def test_write_faults_carry_write(run_cli) -> None:  # type: ignore[no-untyped-d
                for f in faults(res.stdout))
 
 
+@MINOR_SHMEM
 @pytest.mark.parametrize("cpus", ["same", "spread", "any"])
 def test_four_threads_one_fault_per_page(run_cli, cpus: str) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "minor", "--backing", "shmem", "--threads", "4", "--pages", "32",
@@ -99,6 +190,7 @@ def test_four_threads_one_fault_per_page(run_cli, cpus: str) -> None:  # type: i
     assert sorted(f["page"] for f in firsts) == list(range(32))
 
 
+@MINOR_SHMEM
 def test_wrong_resolution_is_caught(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "minor", "--backing", "shmem", "--wrong-resolution", "--json")
     assert res.returncode == 1
@@ -107,6 +199,7 @@ def test_wrong_resolution_is_caught(run_cli) -> None:  # type: ignore[no-untyped
     assert s["verified_bytes"] == 0
 
 
+@MINOR_SHMEM
 def test_stalled_handler_times_out_and_releases_the_thread(run_cli) -> None:  # type: ignore[no-untyped-def]
     t0 = time.monotonic()
     res = run_cli("demo", "minor", "--backing", "shmem", "--stall", "--timeout", "0.5",
@@ -120,6 +213,7 @@ def test_stalled_handler_times_out_and_releases_the_thread(run_cli) -> None:  # 
 
 # ----- leaving nothing behind -----------------------------------------------------------------
 
+@MINOR_HUGETLB
 def test_interrupt_at_every_event_releases_everything(hugepages) -> None:  # type: ignore[no-untyped-def]
     cfg = demo.DemoConfig(pages=4, threads=2)
     with hugepages(8):
@@ -145,11 +239,13 @@ def test_interrupt_at_every_event_releases_everything(hugepages) -> None:  # typ
         assert n > 8
 
 
+@MINOR_HUGETLB
 def test_sigint_at_random_moments(no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
     with no_free_hugepages():
         sigint_at_random_moments(["minor", "--pages", "64", "--threads", "2"], 12, 1234)
 
 
+@MINOR_HUGETLB
 def test_sigint_while_starting(no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
     """Ctrl-C while the interpreter imports: a KeyboardInterrupt raised inside a class body
     reaches main() wrapped in RuntimeError on Python < 3.12 (once seen in CI as an
@@ -178,22 +274,24 @@ def test_wrapped_interrupt_reads_as_interrupt() -> None:
 
 # ----- unprivileged and denied ------------------------------------------------------------------
 
+@MINOR_HUGETLB
 def test_nobody_without_huge_pages_is_exit_3(as_nobody, no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
     with no_free_hugepages():
         res = as_nobody("demo", "minor")
     assert res.returncode == 3, res.stderr
     (line,) = res.stderr.strip().splitlines()
-    assert "no free huge pages" in line and "not root" in line and "--backing shmem" in line
+    assert "no free huge pages" in line and "not root" in line
+    shmem_works = not lacking("minor", "shmem", offered_features())
+    assert ("--backing shmem" in line) == shmem_works, line
 
 
+@MINOR_SHMEM
 def test_nobody_with_shmem_uses_user_mode_only(as_nobody, sysctl) -> None:  # type: ignore[no-untyped-def]
     sysctl("vm/unprivileged_userfaultfd", "0")
-    res = as_nobody("demo", "minor", "--backing", "shmem", "--json")
-    assert res.returncode == 0, res.stderr
-    events = lines(res.stdout)
-    assert events[-1]["ok"] and events[-1]["uffd_method"] == "syscall+user-mode-only"
+    assert_nobody_user_mode_only(as_nobody("demo", "minor", "--backing", "shmem", "--json"))
 
 
+@pytest.mark.kernel
 def test_denied_userfaultfd_has_the_probe_diagnosis(nobody_python, sysctl) -> None:  # type: ignore[no-untyped-def]
     sysctl("vm/unprivileged_userfaultfd", "0")
     python, env = nobody_python

@@ -6,18 +6,32 @@ from __future__ import annotations
 import os
 
 import pytest
-from demo_util import Interrupt, faults, fds, maps, sigint_at_random_moments, summary
+from demo_util import (
+    WP_HUGETLB,
+    Interrupt,
+    assert_nobody_user_mode_only,
+    faults,
+    fds,
+    maps,
+    sigint_at_random_moments,
+    summary,
+)
 
 from uffdctl import demo, scenarios
 
 BASE = os.sysconf("SC_PAGE_SIZE")
 HUGE = 2 << 20
+KERNEL = pytest.mark.kernel
+WP_SHMEM = pytest.mark.uffd("wp:shmem")
+WP_ASYNC = pytest.mark.uffd("wp_async")
 
 
 # ----- missing -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backing", ["anon", "shmem"])
-@pytest.mark.parametrize("zero", [False, True])
+@pytest.mark.parametrize(("backing", "zero"), [
+    pytest.param("anon", False, marks=KERNEL), ("anon", True), ("shmem", False),
+    pytest.param("shmem", True, marks=KERNEL),
+])
 def test_missing_fills_every_page(run_cli, backing: str, zero: bool) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("demo", "missing", "--backing", backing, "--pages", "12", "--json",
                   *(["--zero"] if zero else []))
@@ -32,6 +46,8 @@ def test_missing_fills_every_page(run_cli, backing: str, zero: bool) -> None:  #
     assert {f["resolved_with"] for f in seen} == {"zeropage" if zero else "copy"}
 
 
+@KERNEL
+@pytest.mark.uffd("missing_hugetlbfs")
 def test_missing_on_hugetlb(run_cli, hugepages) -> None:  # type: ignore[no-untyped-def]
     with hugepages(6):
         res = run_cli("demo", "missing", "--backing", "hugetlb", "--pages", "3", "--json")
@@ -90,8 +106,12 @@ def _check_wp(stdout: str, pages: int, written: int, is_async: bool, page_size: 
                    and f["resolved_with"] == "writeprotect" for f in firsts)
 
 
-@pytest.mark.parametrize("backing", ["anon", "shmem"])
-@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize(("backing", "is_async"), [
+    pytest.param("anon", False, marks=[KERNEL, pytest.mark.uffd("wp:anon")]),
+    pytest.param("anon", True, marks=[KERNEL, pytest.mark.uffd("wp:anon"), WP_ASYNC]),
+    pytest.param("shmem", False, marks=[KERNEL, WP_SHMEM]),
+    pytest.param("shmem", True, marks=[KERNEL, WP_SHMEM, WP_ASYNC]),
+])
 def test_wp_finds_exactly_the_written_pages(run_cli, backing: str, is_async: bool) -> None:  # type: ignore[no-untyped-def]
     args = ["demo", "wp", "--backing", backing, "--pages", "40", "--written", "13",
             "--seed", "7", "--threads", "3", "--json"]
@@ -100,7 +120,9 @@ def test_wp_finds_exactly_the_written_pages(run_cli, backing: str, is_async: boo
     _check_wp(res.stdout, 40, 13, is_async, BASE)
 
 
-@pytest.mark.parametrize("is_async", [False, True])
+@WP_HUGETLB
+@pytest.mark.parametrize("is_async", [pytest.param(False, marks=KERNEL),
+                                      pytest.param(True, marks=WP_ASYNC)])
 def test_wp_on_hugetlb(run_cli, hugepages, is_async: bool) -> None:  # type: ignore[no-untyped-def]
     with hugepages(8):
         res = run_cli("demo", "wp", "--backing", "hugetlb", "--pages", "4", "--json",
@@ -127,15 +149,14 @@ def test_wp_written_zero_is_a_clean_run(run_cli) -> None:  # type: ignore[no-unt
 
 # ----- unprivileged ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [["missing"], ["wp"], ["wp", "--async"]])
+@pytest.mark.parametrize("args", [pytest.param(["missing"], marks=KERNEL), ["wp"],
+                                  pytest.param(["wp", "--async"], marks=WP_ASYNC)])
 def test_nobody_runs_the_anon_demos_in_user_mode(as_nobody, sysctl, args: list[str]) -> None:  # type: ignore[no-untyped-def]
     sysctl("vm/unprivileged_userfaultfd", "0")
-    res = as_nobody("demo", *args, "--json")
-    assert res.returncode == 0, res.stderr
-    s = summary(res.stdout)
-    assert s["ok"] and s["uffd_method"] == "syscall+user-mode-only"
+    assert_nobody_user_mode_only(as_nobody("demo", *args, "--json"))
 
 
+@WP_HUGETLB
 def test_nobody_hugetlb_without_pages_is_exit_3(as_nobody, no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
     with no_free_hugepages():
         res = as_nobody("demo", "wp", "--backing", "hugetlb")
@@ -150,7 +171,8 @@ def test_nobody_hugetlb_without_pages_is_exit_3(as_nobody, no_free_hugepages) ->
     demo.DemoConfig(mode="missing", backing="anon", pages=4, threads=2),
     demo.DemoConfig(mode="missing", backing="shmem", pages=4, zero=True),
     demo.DemoConfig(mode="wp", backing="anon", pages=6, threads=2),
-    demo.DemoConfig(mode="wp", backing="shmem", pages=6, wp_async=True),
+    pytest.param(demo.DemoConfig(mode="wp", backing="shmem", pages=6, wp_async=True),
+                 marks=[WP_SHMEM, WP_ASYNC]),
 ], ids=["missing-anon", "missing-shmem-zero", "wp-anon", "wp-shmem-async"])
 def test_interrupt_at_every_event_releases_everything(cfg: demo.DemoConfig) -> None:
     # A full run first: glibc keeps the stacks of finished threads mapped for reuse, which
@@ -171,7 +193,8 @@ def test_interrupt_at_every_event_releases_everything(cfg: demo.DemoConfig) -> N
     assert n > 5
 
 
-@pytest.mark.parametrize("mode", ["missing", "wp"])
+@pytest.mark.parametrize("mode", [pytest.param("missing", marks=pytest.mark.uffd(
+    "missing_hugetlbfs")), pytest.param("wp", marks=WP_HUGETLB)])
 def test_sigint_at_random_moments_on_hugetlb(no_free_hugepages, mode: str) -> None:  # type: ignore[no-untyped-def]
     with no_free_hugepages():
         sigint_at_random_moments([mode, "--backing", "hugetlb", "--pages", "8", "--threads",

@@ -15,7 +15,7 @@ import pytest
 import seccomp
 from conftest import NOBODY, ROOT
 
-from uffdctl import probe
+from uffdctl import abi, probe, uffd
 from uffdctl.render import documents, formats
 
 pytest_plugins = ["pytester"]
@@ -30,18 +30,38 @@ def _kv(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
 
 
+@pytest.mark.kernel
 def test_facts_table_matches_the_probe(doc: dict[str, Any]) -> None:
     f = formats.facts(doc)
+    with uffd.Userfaultfd.open() as u:
+        offered = u.api(0)[0]
+
+    def offers(key: str) -> bool:
+        return bool(offered & abi.FEATURE_BY_KEY[key].mask)
+
     assert f["userfaultfd"] is True
-    assert f["minor_shmem"] is True and f["minor_shmem"] == next(
+    # A feature is true when this kernel offers it and it is usable (root: all offered are).
+    assert f["minor_shmem"] is offers("minor_shmem") and f["minor_shmem"] == next(
         x["usable"] for x in doc["api"]["features"] if x["name"] == "minor_shmem")
     assert f["minor_anon"] is False  # anonymous memory never takes MINOR
-    assert f["missing_wp_shmem_private"] is True
-    assert f["ioctl_continue"] is True
-    # MOVE is listed on shmem but fails there; anon makes it usable.
-    assert f["ioctl_move"] is True
-    assert {k for k in f if k.startswith(("minor_", "missing_", "wp_"))} >= {
-        formats.cell_name(c["mode"], c["memory"]) for c in doc["matrix"]}
+    # A cell is true when its registration succeeded ("minor_shmem" names the cell too).
+    cells = {formats.cell_name(c["mode"], c["memory"]): c["ok"] for c in doc["matrix"]}
+    assert {k: f[k] for k in cells} == cells
+    assert {k for k, v in f.items() if k in abi.FEATURE_BY_KEY and k not in cells and v} == {
+        k for k in abi.FEATURE_BY_KEY if k not in cells and offers(k)}
+    assert f["missing_wp_shmem_private"] is all(
+        offers(k) for k in abi.features_for("missing+wp", "shmem"))
+    # An ioctl is true when a working cell hands it back and it did not fail when tried:
+    # CONTINUE with minor faults on shmem (hugetlb needs free pages too); MOVE, listed on
+    # shmem but failing there, works on anon wherever the kernel has it.
+    usable = {i for c in doc["matrix"] if c["ok"] for i in c["ioctls"]
+              if i not in c["failing_ioctls"]}
+    assert {k for k, v in f.items() if k.startswith("ioctl_") and v} == {
+        f"ioctl_{i.key}" for i in abi.RESOLVING_IOCTLS if i.key in usable}
+    if offers("minor_shmem"):
+        assert f["ioctl_continue"] is True
+    assert f["ioctl_move"] is offers("move")
+    assert {k for k in f if k.startswith(("minor_", "missing_", "wp_"))} >= set(cells)
 
 
 def test_github_output_is_appended(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -111,6 +131,7 @@ def test_nfd_output_into_a_missing_directory_is_one_line(run_cli, tmp_path: Path
     assert line.startswith("uffdctl: cannot write") and "fix:" in line
 
 
+@pytest.mark.kernel
 def test_facts_exit_0_even_when_userfaultfd_is_denied(nobody_python, sysctl) -> None:  # type: ignore[no-untyped-def]
     sysctl("vm/unprivileged_userfaultfd", "0")
     python, env = nobody_python

@@ -167,8 +167,14 @@ def explain(method: str, err: int, ctx: Context) -> tuple[str, str]:
     name = errno.errorcode.get(err, str(err))
     if method == DEV:
         if err == errno.ENOENT:
-            return ("no /dev/userfaultfd (kernel older than 6.1, or no devtmpfs)",
-                    "use the syscall, or a 6.1+ kernel")
+            first = abi.OPEN_METHOD_BY_NAME[DEV].first
+            if ctx.release and not abi.release_at_least(ctx.release, first):
+                # Nothing to do about it on this kernel: the other methods are the way.
+                return (f"kernel {ctx.release} has no /dev/userfaultfd (added in {first})", "")
+            return ("no /dev/userfaultfd node (no devtmpfs on /dev, or a kernel without "
+                    "CONFIG_USERFAULTFD)",
+                    "mount devtmpfs on /dev (the kernel creates the node there), or use the "
+                    "syscall")
         if err in (errno.EACCES, errno.EPERM):
             node = ctx.dev
             return (f"/dev/userfaultfd is mode {node.mode} owned by uid {node.uid} gid "
@@ -217,8 +223,14 @@ def _explain_eperm(method: str, ctx: Context) -> tuple[str, str]:
     else:
         cause = f"vm.unprivileged_userfaultfd is {sysctl} and this process lacks CAP_SYS_PTRACE"
     if method == USER_MODE_ONLY and not knows_umo:
-        cause = (f"kernel {ctx.release} predates UFFD_USER_MODE_ONLY (5.11) and checks "
+        first = abi.OPEN_METHOD_BY_NAME[USER_MODE_ONLY].first
+        cause = (f"kernel {ctx.release} predates UFFD_USER_MODE_ONLY ({first}) and checks "
                  f"permission before flags: {cause}")
+    seccomp_too = ""
+    if _filtered(ctx):
+        # Both refuse, and the errno cannot say which answered first.
+        cause += f"; {_seccomp_words(ctx)} may deny userfaultfd as well"
+        seccomp_too = "; if the seccomp filter denies it too, " + SECCOMP_FIX
     alternatives = []
     if knows_umo and method != USER_MODE_ONLY:
         alternatives.append("UFFD_USER_MODE_ONLY (user-mode faults only: a syscall touching a "
@@ -227,7 +239,8 @@ def _explain_eperm(method: str, ctx: Context) -> tuple[str, str]:
         alternatives.append("/dev/userfaultfd")
     fix = "run `sysctl vm.unprivileged_userfaultfd=1` as root, or give the process " \
           "CAP_SYS_PTRACE"
-    return cause, ("use " + " or ".join(alternatives) + ", or " + fix) if alternatives else fix
+    fix = ("use " + " or ".join(alternatives) + ", or " + fix) if alternatives else fix
+    return cause, fix + seccomp_too
 
 
 # ----- trying for real ----------------------------------------------------------------------

@@ -3,6 +3,8 @@ stands.  Plain strings from plain data; the logic modules attach them to what th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .hugepages import HugePages, Leftover, Shortfall, default_size_kb
 
 DEMO_MINOR_PAGES = 16  # `demo minor` as is: 8 pages, and as many for the floor's mapping
@@ -25,8 +27,22 @@ def reserve_hugepages(page_size: int) -> str:
             f"as root (vm.nr_hugepages is the {default_size_kb()} kB pool, not this one)")
 
 
-def hugepages_short(short: Shortfall, no_reserve: bool) -> tuple[str, str]:
-    """(cause, fix) when a run cannot get its huge pages and may not grow the pool."""
+def use_backings(others: Sequence[str]) -> str:
+    """'use --backing shmem' (several joined by 'or'): the other backings that can run the
+    demo on this kernel (demo.Scenario.works_on); '' when none can."""
+    return "use " + " or ".join(f"--backing {b}" for b in others) if others else ""
+
+
+def or_use(fix: str, others: Sequence[str], sep: str = ", or ") -> str:
+    """``fix``, then the other backings that work here if there are any:
+    'free memory, or use --backing shmem'."""
+    return f"{fix}{sep}{use_backings(others)}" if others else fix
+
+
+def hugepages_short(short: Shortfall, no_reserve: bool, others: Sequence[str]
+                    ) -> tuple[str, str]:
+    """(cause, fix) when a run cannot get its huge pages and may not grow the pool;
+    ``others``: the demo's other backings that work on this kernel (demo.Scenario.works_on)."""
     free = max(0, short.available - short.claimed)
     cause = f"no free huge pages: {short.need} of {short.size_kb} kB needed, "
     if short.claimed and short.available:
@@ -39,7 +55,7 @@ def hugepages_short(short: Shortfall, no_reserve: bool) -> tuple[str, str]:
     more = pool_command(short.size_kb, short.nr + short.need
                         - max(0, short.available - short.claimed))
     fix = "drop --no-reserve, or " if no_reserve else ""
-    fix += f"as root: {more}, or use --backing shmem"
+    fix += or_use(f"as root: {more}", others)
     if short.claimed:
         fix += ", or wait until the other run ends"
     return cause, fix
@@ -64,11 +80,19 @@ def leftover(left: Leftover) -> tuple[str, str]:
     return f"{whose}: {left.left} are still in the pool ({left.why})", fix
 
 
-def demo_minor_outlook(pools: HugePages, euid: int) -> str:
-    """What the huge page state means for `uffdctl demo minor`, in one line."""
+def demo_minor_outlook(pools: HugePages, euid: int, works: Sequence[str] | None = None) -> str:
+    """What the huge page state means for `uffdctl demo minor`, in one line.  ``works``: the
+    backings `demo minor` can use on this kernel (scenarios.backings_that_work("minor",
+    offered features)); None when not known, and then no other backing is named."""
+    others = [b for b in works or () if b != "hugetlb"]
+    instead = " or ".join(f"`demo minor --backing {b}`" for b in others)
+    if works is not None and "hugetlb" not in works:
+        return ("this kernel cannot do `demo minor` on huge pages (hugetlb)"
+                + (f"; run {instead}" if instead else ", nor on shmem"))
     pool = pools.pool()
     if pool is None:
-        return "no huge page pool: `demo minor` needs --backing shmem"
+        return "no huge page pool: " + (f"run {instead}" if instead else
+                                         "`demo minor` on hugetlb cannot run")
     need = DEMO_MINOR_PAGES
     if pool.available >= need:
         return f"{pool.available} free {pool.size_kb} kB pages: `demo minor` can run as is"
@@ -78,7 +102,7 @@ def demo_minor_outlook(pools: HugePages, euid: int) -> str:
         return (f"{have}: `demo minor` reserves what it needs as root and gives it "
                 "back afterwards")
     return (f"{have}: as root, `{pool_command(pool.size_kb, pool.nr + need - pool.available)}`"
-            "; or run `demo minor --backing shmem`")
+            + (f"; or run {instead}" if instead else ""))
 
 
 def not_offered(missing: list[str]) -> str:
@@ -118,7 +142,7 @@ def missing_features(what: str, memory: str, missing: list[str], works: list[str
     cause = f"{not_offered(missing)}: `demo {what}` cannot run on {memory} memory here"
     fixes = []
     if works:
-        fixes.append("use " + " or ".join(f"--backing {w}" for w in works))
+        fixes.append(use_backings(works))
     newer = newer_kernel(missing)
     if newer:
         fixes.append(newer)

@@ -220,6 +220,17 @@ class Scenario:
                 out += [k for k in keys if k not in out]
         return tuple(out)
 
+    def lacking(self, memory: str, cfg: DemoConfig, offered: int) -> list[str]:
+        """The features this run needs on ``memory`` that the kernel does not offer
+        (``offered``: the UFFDIO_API features mask)."""
+        return [k for k in self.needs(memory, cfg) if not offered & abi.FEATURE_BY_KEY[k].mask]
+
+    def works_on(self, cfg: DemoConfig, offered: int) -> list[str]:
+        """The backings of this demo whose needs the kernel offers: the one place every fix
+        that suggests another backing learns which ones to name."""
+        return [name for name in self.backings
+                if not self.lacking(memtypes.MEMORY_BY_NAME[name].kind, cfg, offered)]
+
 
 # ----- the engine -----------------------------------------------------------------------------
 
@@ -377,12 +388,14 @@ def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
     with GuardedExitStack() as stack:
         # What the kernel can do is asked before anything system-wide (the huge page pool)
         # is changed: a kernel that cannot do the mode is refused with nothing to give back.
-        u, method, requested = _open_and_handshake(scenario, mt, cfg, open_uffd, stack, emit)
-        reserved = _hugepages(cfg, mt, page_size, stack, emit) if mt.kind == "hugetlb" else 0
+        u, method, requested, others = _open_and_handshake(scenario, mt, cfg, open_uffd, stack,
+                                                           emit)
+        reserved = _hugepages(cfg, page_size, others, stack, emit) if mt.kind == "hugetlb" \
+            else 0
         summary = Summary(cfg.mode, cfg.backing, cfg.pages, page_size, cfg.threads, cfg.cpus,
                           cpu_note, method, reserved_pages=reserved)
         emit(Step(f"UFFDIO_API: requested {' '.join(abi.feature_names(requested))}"))
-        run = _map_and_register(scenario, mt, cfg, u, page_size, stack, emit)
+        run = _map_and_register(scenario, mt, cfg, u, page_size, others, stack, emit)
         summary.expected_faults = len(run.targets)
         every = "every page" if len(run.targets) == run.area.pages else \
             f"{len(run.targets)} pages"
@@ -406,30 +419,30 @@ def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
 
 def _open_and_handshake(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoConfig,
                         open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]],
-                        stack: ExitStack, emit: Emit) -> tuple[uffd.Userfaultfd, str, int]:
-    """Open the descriptor, refuse a kernel that lacks what the run needs, do UFFDIO_API."""
+                        stack: ExitStack, emit: Emit
+                        ) -> tuple[uffd.Userfaultfd, str, int, list[str]]:
+    """Open the descriptor, refuse a kernel that lacks what the run needs, do UFFDIO_API.
+    Also returns the demo's other backings that would work on this kernel, for the fixes."""
     u, method = open_uffd()
     stack.callback(u.close)  # closing also releases any thread still waiting in a fault
     emit(Step(f"opened a userfaultfd via {method}"))
     offered = _offered(open_uffd)
-
-    def lacking(kind: str) -> list[str]:
-        return [k for k in scenario.needs(kind, cfg) if not offered & abi.FEATURE_BY_KEY[k].mask]
-    missing = lacking(mt.kind)
+    others = [name for name in scenario.works_on(cfg, offered)
+              if memtypes.MEMORY_BY_NAME[name].kind != mt.kind]
+    missing = scenario.lacking(mt.kind, cfg, offered)
     if missing:
-        kinds = {name: memtypes.MEMORY_BY_NAME[name].kind for name in scenario.backings}
-        works = [name for name, kind in kinds.items() if kind != mt.kind and not lacking(kind)]
         raise errors.UffdctlError(*advice.missing_features(scenario.name, mt.kind, missing,
-                                                           works), errors.UNAVAILABLE)
+                                                           others), errors.UNAVAILABLE)
     wanted = abi.features_mask(scenario.needs(mt.kind, cfg) + scenario.extra_features) & offered
     u.api(wanted)
-    return u, method, wanted
+    return u, method, wanted, others
 
 
 def _map_and_register(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoConfig,
-                      u: uffd.Userfaultfd, page_size: int, stack: ExitStack, emit: Emit) -> Run:
+                      u: uffd.Userfaultfd, page_size: int, others: list[str], stack: ExitStack,
+                      emit: Emit) -> Run:
     """Map the area (and its alias), fill it as the scenario says, register and arm it."""
-    area = _allocate(mt, cfg, page_size, stack)
+    area = _allocate(mt, cfg, page_size, others, stack)
     if scenario.needs_alias:
         mt.map_alias(area)
     emit(Step(_describe_area(mt, area, scenario.needs_alias)))
@@ -513,11 +526,12 @@ def _describe_area(mt: memtypes.MemoryType, area: memtypes.Area, alias: bool) ->
     return text + ", mapped twice (plain mapping + registered mapping)" if alias else text
 
 
-def _hugepages(cfg: DemoConfig, mt: memtypes.MemoryType, page_size: int, stack: ExitStack,
+def _hugepages(cfg: DemoConfig, page_size: int, others: list[str], stack: ExitStack,
                emit: Emit) -> int:
     """Get the run's huge pages before anything is mapped: give back what killed runs left,
     then, under the lock, count what other live uffdctl runs claimed and claim (as root:
-    reserve) what this run needs, or fail here with exit 3."""
+    reserve) what this run needs, or fail here with exit 3.  ``others``: the demo's other
+    backings that work on this kernel, the only ones a fix may name."""
     need = 2 * cfg.pages  # the registered area and the floor's unregistered one
     kb = page_size // 1024
     for left in hugepages.recover():
@@ -525,17 +539,17 @@ def _hugepages(cfg: DemoConfig, mt: memtypes.MemoryType, page_size: int, stack: 
         emit(Step(text + (f"; give them back: {fix}" if fix else "")))
     if hugepages.read_pools().pool(page_size) is None:
         raise errors.UffdctlError(f"this kernel has no {kb} kB huge page pool",
-                                  "pick a size listed by `uffdctl probe`, or --backing shmem",
+                                  advice.or_use("pick a size listed by `uffdctl probe`", others),
                                   errors.UNAVAILABLE)
     grow = cfg.reserve and os.geteuid() == 0
     try:
         res = stack.enter_context(hugepages.reserve(need, page_size, claim=True, grow=grow))
     except hugepages.Shortfall as exc:
-        raise errors.UffdctlError(*advice.hugepages_short(exc, not cfg.reserve),
+        raise errors.UffdctlError(*advice.hugepages_short(exc, not cfg.reserve, others),
                                   errors.UNAVAILABLE) from None
     except hugepages.ReserveError as exc:
         raise errors.UffdctlError(f"cannot reserve huge pages: {exc.reason}",
-                                  exc.fix or "free memory, or use --backing shmem",
+                                  exc.fix or advice.or_use("free memory", others),
                                   errors.UNAVAILABLE) from None
     if not res.added:
         emit(Step(f"{res.available} free {kb} kB huge pages available, {need} needed"))
@@ -545,8 +559,8 @@ def _hugepages(cfg: DemoConfig, mt: memtypes.MemoryType, page_size: int, stack: 
     return res.added
 
 
-def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, stack: ExitStack
-              ) -> memtypes.Area:
+def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, others: list[str],
+              stack: ExitStack) -> memtypes.Area:
     try:
         area = mt.allocate(cfg.pages, page_size)
     except uffd.UffdError as exc:
@@ -555,8 +569,9 @@ def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, stack: E
             # uffdctl run as root: those claim theirs).
             raise errors.UffdctlError("no free huge pages for the mapping (ENOMEM): another "
                                       "process took them after they were counted",
-                                      f"{advice.reserve_hugepages(page_size)}; or use "
-                                      "--backing shmem", errors.UNAVAILABLE) from None
+                                      advice.or_use(advice.reserve_hugepages(page_size),
+                                                    others, "; or "),
+                                      errors.UNAVAILABLE) from None
         raise
     stack.callback(mt.release, area)
     if mt.kind == "hugetlb":

@@ -6,6 +6,10 @@ fdinfo of a userfaultfd (6.18 fs/userfaultfd.c userfaultfd_show_fdinfo()):
     total:	1          threads still blocked: pending + read but not yet woken
     API:	aa:80000300:80000000000001ff
 
+Above them, the generic lines every fdinfo has (pos, flags, mnt_id and, from 5.12, ino: the
+descriptor's own inode, since userfaultfd became a secure anonymous inode, so it names one
+userfaultfd across processes; 5.10 prints no ino line and all userfaultfds share one inode).
+
 ``total`` is not a running count of faults: it drops back to 0 when the faults are resolved.
 The API line's middle field is this descriptor's feature word (what UFFDIO_API asked for, plus
 bit 31 once the handshake is done); the last field is a constant of the kernel build.  The
@@ -29,6 +33,7 @@ class FdInfo:
     features_mask: int | None = None  # None: no API line (not a userfaultfd, or odd content)
     api_ioctls: int | None = None
     flags: int | None = None  # open flags (octal in the file)
+    ino: int | None = None  # None where the kernel prints no ino line (before 5.12)
 
     @property
     def initialized(self) -> bool:
@@ -62,6 +67,8 @@ def parse_fdinfo(text: str) -> FdInfo:
             info.total = _int(value)
         elif key == "flags":
             info.flags = _int(value, 8)
+        elif key == "ino":
+            info.ino = _int(value)
         elif key == "API":
             parts = value.split(":")
             if len(parts) == 3:

@@ -8,6 +8,12 @@ differ by distribution, not by kernel release.
 - /lib/modules/RELEASE/config: Fedora, Arch and others install a copy there.
 
 The first that can be read wins, and the answer says which file it was.
+
+A symbol the file does not mention at all is either off (an option the architecture does not
+select is never written, not even as "is not set") or one that did not exist yet in that
+release: CONFIG_HAVE_ARCH_USERFAULTFD_MINOR came with 5.13, so Debian's 5.10 has no line for
+it.  :func:`not_in_release` tells the two apart from the release that added each symbol, taken
+from the ABI tables (the features and modes each symbol gates).
 """
 
 from __future__ import annotations
@@ -30,10 +36,38 @@ SYMBOLS: tuple[str, ...] = tuple(dict.fromkeys(
 
 
 class Config(NamedTuple):
-    """Symbol values ("y", "m", a string, or "n" when unset) and the file they came from."""
+    """Symbol values ("y", "m", a string, or "n" when unset) and the file they came from;
+    ``absent``: the symbols the file has no line for (neither set nor "is not set")."""
 
     source: str
     values: dict[str, str]
+    absent: frozenset[str] = frozenset()
+
+
+def symbol_first(symbol: str) -> str | None:
+    """The release that added ``symbol``: the earliest release of what it gates in the ABI
+    tables (abi.FEATURES, abi.MODE_SUPPORT); None for a symbol they do not gate."""
+    firsts = [f.first for f in abi.FEATURES if f.kconfig == symbol]
+    firsts += [r.first for r in abi.MODE_SUPPORT if r.kconfig == symbol]
+    return min(firsts, key=_release_order) if firsts else None
+
+
+def _release_order(first: str) -> tuple[int, int, int]:
+    # A release candidate ("7.3-rc") comes before the release itself.
+    return (*abi.release_tuple(first), 0 if first.endswith("-rc") else 1)
+
+
+def not_in_release(cfg: Config, release: str | None = None) -> dict[str, str]:
+    """The symbols of ``cfg`` that the kernel ``release`` predates: absent from its file and
+    added in a later release (symbol -> that release).  Such a symbol is not "not set": the
+    kernel has no such option at all."""
+    release = release or platform.release()
+    out = {}
+    for symbol in (s for s in cfg.values if s in cfg.absent):
+        first = symbol_first(symbol)
+        if first is not None and not abi.release_at_least(release, first):
+            out[symbol] = first
+    return out
 
 
 def candidates(release: str | None = None) -> tuple[str, ...]:
@@ -70,12 +104,15 @@ def read(symbols: tuple[str, ...] = SYMBOLS, release: str | None = None) -> Conf
         return None
     path, text = found
     values = {}
+    absent = set()
     for symbol in symbols:
         at = text.find(f"\n{symbol}=")
         if at < 0:
             values[symbol] = "n"  # "# CONFIG_X is not set", or not there at all
+            if f"\n# {symbol} is not set" not in text:
+                absent.add(symbol)
         else:
             start = at + len(symbol) + 2
             end = text.find("\n", start)
             values[symbol] = text[start:None if end < 0 else end].strip()
-    return Config(path, values)
+    return Config(path, values, frozenset(absent))

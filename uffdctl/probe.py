@@ -27,6 +27,8 @@ class Kernel:
     machine: str
     config: dict[str, str] | None  # None: no configuration file could be read
     config_source: str | None = None  # the file the configuration was read from
+    # Symbols this release predates (absent from its file, added later): symbol -> release.
+    not_in_release: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -250,8 +252,10 @@ def probe_matrix(open_fd: Opener, offered: int, check: bool = True) -> list[Cell
 
 def run_probe(check_ioctls: bool = True) -> ProbeReport:
     cfg = kconfig.read()
-    kernel = Kernel(platform.release(), platform.machine(), cfg.values if cfg else None,
-                    cfg.source if cfg else None)
+    release = platform.release()
+    kernel = Kernel(release, platform.machine(), cfg.values if cfg else None,
+                    cfg.source if cfg else None,
+                    kconfig.not_in_release(cfg, release) if cfg else {})
     acc = access.diagnose()
     leftover = hugepages.recover()  # before the pools are read: the report shows them after
     pools = hugepages.read_pools()

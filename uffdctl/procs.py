@@ -9,6 +9,7 @@ cut short.  The readers treat both as "exited while being read", never as a cras
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -20,8 +21,11 @@ from .fdinfo import UffdDescriptor, is_userfaultfd, list_fds, userfaultfds
 from .output import inert
 
 # Where a thread sleeps while its fault is unresolved: /proc/PID/task/TID/wchan names the
-# function (6.18 fs/userfaultfd.c handle_userfault() schedules there).
+# function (6.18 fs/userfaultfd.c handle_userfault() schedules there).  It sleeps
+# interruptibly for a fault from user mode and killably (D) for one the kernel took in a
+# copy_to/from_user (userfaultfd_get_blocking_state()).
 STUCK_WCHAN = "handle_userfault"
+_SLEEPING = ("S", "D")
 
 
 @dataclass
@@ -30,6 +34,16 @@ class StuckThread:
     comm: str
     state: str
     wchan: str
+    seen_in: str = "wchan"  # the file that showed it: wchan, or stack where wchan reads 0
+
+
+@dataclass
+class Unseen:
+    """Sleeping threads whose wait could not be read, so whether they are stuck in a fault is
+    unknown: plain data for the renderers, cause and fix worded for who asked."""
+    threads: int
+    cause: str
+    fix: str
 
 
 @dataclass
@@ -57,6 +71,7 @@ class ProcessReport:
     minflt: int
     all_regions: bool  # regions holds every region, not only the registered ones
     owners: dict[int, Owner] = field(default_factory=dict)  # region start -> owner
+    unseen: Unseen | None = None  # sleeping threads that could not be checked
 
     @property
     def registered(self) -> list[smaps.Region]:
@@ -101,22 +116,61 @@ def _regions(pid: int, all_regions: bool) -> list[smaps.Region]:
     return regions
 
 
-def stuck_threads(pid: int) -> list[StuckThread]:
-    """The threads whose wchan is handle_userfault.  A thread that ends while we look is not
-    stuck, so what cannot be read is left out (procfs.read_detail)."""
+def stuck_threads(pid: int) -> tuple[list[StuckThread], Unseen | None]:
+    """The threads waiting in handle_userfault(), and the sleeping ones that could not be
+    checked.  A thread that ends while we look is not stuck, so what cannot be read because it
+    went is left out (procfs.read_detail).
+
+    wchan reads "0" for a sleeping thread where the kernel cannot say where it sleeps: x86-64
+    before 5.16 walked frame pointers only, so kernels built with the ORC unwinder (Debian's
+    5.10) print 0 for every thread (get_wchan() in arch/x86/kernel/process.c; fixed by
+    bc9bbb81730e "x86: Fix get_wchan() to support the ORC unwinder", 5.16), and any kernel
+    prints 0 to a reader that may not ptrace the task (proc_pid_wchan() in fs/proc/base.c).
+    Then the thread's kernel stack is the other source of truth: /proc/PID/task/TID/stack,
+    which needs CONFIG_STACKTRACE and CAP_SYS_ADMIN (proc_pid_stack(), EACCES otherwise)."""
     out: list[StuckThread] = []
     try:
         tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit())
     except OSError:
-        return out  # the process went: the reads before and after say so
+        return out, None  # the process went: the reads before and after say so
+    unseen, denied = 0, False
     for tid in tids:
-        wchan = (procfs.read_detail(f"/proc/{pid}/task/{tid}/wchan") or "").strip()
-        if wchan != STUCK_WCHAN:
+        base = f"/proc/{pid}/task/{tid}"
+        wchan = (procfs.read_detail(f"{base}/wchan") or "").strip()
+        seen_in = "wchan"
+        stat = None
+        if wchan == "0":
+            stat = procfs.parse_stat(procfs.read_detail(f"{base}/stat") or "")
+            if stat is None or stat.state not in _SLEEPING:
+                continue  # running, or gone: not waiting for a fault
+            try:
+                stack = procfs.read_text(f"{base}/stack")
+            except OSError as exc:
+                if os.path.exists(base):  # still there: the stack is what we may not read
+                    unseen += 1
+                    denied = denied or exc.errno in (errno.EACCES, errno.EPERM)
+                continue
+            if f"] {STUCK_WCHAN}+" not in stack:
+                continue
+            wchan, seen_in = STUCK_WCHAN, "stack"
+        elif wchan != STUCK_WCHAN:
             continue
-        stat = procfs.parse_stat(procfs.read_detail(f"/proc/{pid}/task/{tid}/stat") or "")
+        if stat is None:
+            stat = procfs.parse_stat(procfs.read_detail(f"{base}/stat") or "")
         out.append(StuckThread(tid, stat.comm if stat else "?", stat.state if stat else "?",
-                               wchan))
-    return out
+                               wchan, seen_in))
+    return out, (_unseen(unseen, denied) if unseen else None)
+
+
+def _unseen(threads: int, denied: bool) -> Unseen:
+    why = ("their wchan reads 0 (this kernel cannot name where a thread sleeps, e.g. x86-64 "
+           "before 5.16 with the ORC unwinder, or this user may not trace them)")
+    if denied:
+        return Unseen(threads, f"{why} and their kernel stack is readable only by root",
+                      "run as root (CAP_SYS_ADMIN reads /proc/PID/task/TID/stack)")
+    return Unseen(threads, f"{why} and this kernel has no /proc/PID/task/TID/stack "
+                  "(CONFIG_STACKTRACE)", "none from /proc: a kernel 5.16 or newer names the "
+                  "wait in wchan")
 
 
 def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
@@ -128,8 +182,9 @@ def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
     with procfs.reading(pid, "the open files (/proc/PID/fd)"):
         uffds = userfaultfds(pid)
     cmdline = [a for a in (procfs.read_detail(f"/proc/{pid}/cmdline") or "").split("\0") if a]
-    report = ProcessReport(pid, stat.comm, cmdline, stat.state, regions, uffds,
-                           stuck_threads(pid), stat.minflt, all_regions)
+    stuck, unseen = stuck_threads(pid)
+    report = ProcessReport(pid, stat.comm, cmdline, stat.state, regions, uffds, stuck,
+                           stat.minflt, all_regions, unseen=unseen)
     report.owners = attribute(regions, uffds)
     return report
 
@@ -274,6 +329,7 @@ class PsRow:
     registered_regions: int
     pending: int
     stuck_threads: int
+    unseen_threads: int = 0  # sleeping threads that could not be checked (see Unseen)
 
 
 @dataclass
@@ -296,7 +352,7 @@ def _ps_row(report: ProcessReport) -> PsRow:
     by_mode = {m: sum(m in r.modes for r in registered) for m in smaps.UFFD_MODE_ORDER}
     return PsRow(report.pid, report.comm, len(report.uffds),
                  {m: n for m, n in by_mode.items() if n}, len(registered), report.pending,
-                 len(report.stuck_threads))
+                 len(report.stuck_threads), report.unseen.threads if report.unseen else 0)
 
 
 def scan_all() -> PsReport:

@@ -91,7 +91,8 @@ def _check(report: ProbeReport, req: Requirement) -> tuple[bool, str]:
             return False, "not probed"
         if cell.ok:
             return True, "registers"
-        return False, f"{cell.error} ({cell.errno})" + (f"; fix: {cell.fix}" if cell.fix else "")
+        why = f"{cell.error} ({cell.errno})" if cell.errno else str(cell.error or cell.status)
+        return False, why + (f"; fix: {cell.fix}" if cell.fix else "")
     ioctl = abi.IOCTL_BY_KEY[req.key]
     if not ioctl.range_ioctl:
         ok = bool(report.api.ioctls_mask & ioctl.mask) or req.key == "register"

@@ -198,3 +198,9 @@ SCENARIOS: dict[str, Scenario] = {"minor": MINOR, "missing": MISSING, "wp": WP}
 def run(cfg: DemoConfig, emit: Emit) -> Summary:
     """Run the demo cfg.mode names, on the engine."""
     return demo.run_demo(SCENARIOS[cfg.mode], cfg, emit)
+
+
+def backings_that_work(mode: str, offered: int) -> list[str]:
+    """The backings `demo MODE` without options can use on a kernel that offers the
+    ``offered`` features (the UFFDIO_API mask): what the probe tells about the demos."""
+    return SCENARIOS[mode].works_on(DemoConfig(mode=mode), offered)

@@ -28,7 +28,8 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
                ) -> dict[str, Any]:
     """The `uffdctl probe --json` document (schema_version 1):
 
-    kernel: {release, machine, config: {CONFIG_...: "y"|"n"|"m"} | null, config_source}
+    kernel: {release, machine, config: {CONFIG_...: "y"|"n"|"m"} | null, config_source,
+             config_not_in_release: {CONFIG_...: release that added it}}
     access: {usable, uid, euid, cap_sys_ptrace, initial_userns, unprivileged_userfaultfd,
              seccomp, seccomp_filters, dev_userfaultfd: {exists, mode, uid, gid, accessible},
              methods: [{name, ok, errno, cause, fix, kernel_faults}]}
@@ -48,7 +49,8 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
     return {
         "schema_version": PROBE_SCHEMA_VERSION,
         "kernel": {"release": report.kernel.release, "machine": report.kernel.machine,
-                   "config": report.kernel.config, "config_source": report.kernel.config_source},
+                   "config": report.kernel.config, "config_source": report.kernel.config_source,
+                   "config_not_in_release": report.kernel.not_in_release},
         "access": {
             "usable": report.access.usable, "uid": ctx.uid, "euid": ctx.euid,
             "cap_sys_ptrace": ctx.cap_sys_ptrace, "initial_userns": ctx.initial_userns,
@@ -157,9 +159,13 @@ def report_json(report: ProcessReport) -> dict[str, Any]:
         "regions": [region_json(r, report) for r in report.regions],
         "uffds": [{"fd": u.fd, "pending": u.pending, "total": u.total,
                    "features": u.features, "features_mask": u.features_mask,
-                   "initialized": u.info.initialized} for u in report.uffds],
-        "stuck_threads": [{"tid": t.tid, "comm": t.comm, "wchan": t.wchan, "state": t.state}
-                          for t in report.stuck_threads],
+                   "initialized": u.info.initialized, "ino": u.info.ino}
+                  for u in report.uffds],
+        "stuck_threads": [{"tid": t.tid, "comm": t.comm, "wchan": t.wchan, "state": t.state,
+                           "seen_in": t.seen_in} for t in report.stuck_threads],
+        "unseen_threads": None if report.unseen is None else {
+            "threads": report.unseen.threads, "cause": report.unseen.cause,
+            "fix": report.unseen.fix},
     }
 
 
@@ -171,7 +177,8 @@ def ps_json(report: PsReport) -> dict[str, Any]:
         "processes": [{"pid": r.pid, "comm": r.comm, "uffds": r.uffds,
                        "registered_regions": r.registered_regions,
                        "regions_by_mode": r.regions_by_mode, "pending": r.pending,
-                       "stuck_threads": r.stuck_threads} for r in report.rows],
+                       "stuck_threads": r.stuck_threads, "unseen_threads": r.unseen_threads}
+                      for r in report.rows],
         "unreadable": [{"reason": k, "processes": v} for k, v in report.unreadable.items()],
         "unreadable_total": report.unreadable_total,
     }

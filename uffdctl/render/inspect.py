@@ -312,8 +312,13 @@ def _head(report: ProcessReport, rate: float | None) -> list[RenderableType]:
 def _stuck(report: ProcessReport, con: Console) -> list[RenderableType]:
     from rich.text import Text
 
+    unseen: list[RenderableType] = []
+    if report.unseen:
+        u = report.unseen
+        unseen = [Text(f"  {u.threads} sleeping thread(s) could not be checked for a stuck fault: "
+                       f"{inert(u.cause)}; {inert(u.fix)}", style="yellow")]
     if not report.stuck_threads:
-        return []
+        return unseen
     t = _table(con, "threads stuck in a userfaultfd fault", ["tid", "name", "state", "wchan"],
                "bold red", fold=False)
     for s in report.stuck_threads:
@@ -323,7 +328,7 @@ def _stuck(report: ProcessReport, con: Console) -> list[RenderableType]:
     return [t, Text(f"  {len(report.stuck_threads)} thread(s) wait for a fault nobody has "
                     "resolved" + (f" (on {', '.join(waiting)})" if waiting else "")
                     + "; the handler reading that descriptor is late, hung or gone",
-                    style="red")]
+                    style="red"), *unseen]
 
 
 def _descriptors(report: ProcessReport, con: Console) -> list[RenderableType]:
@@ -444,8 +449,14 @@ def render_ps(report: PsReport, con: Console) -> None:
             t.add_row(Text(str(r.pid)), Text(inert(r.comm)), Text(str(r.uffds)),
                       *(Text(str(by.get(m, 0))) for m in UFFD_MODE_ORDER),
                       Text(str(r.pending)),
-                      Text(str(r.stuck_threads), style="red" if r.stuck_threads else ""))
+                      Text(str(r.stuck_threads) + ("?" if r.unseen_threads else ""),
+                           style="red" if r.stuck_threads else ""))
         con.print(t)
+        unseen = sum(r.unseen_threads for r in report.rows)
+        if unseen:
+            con.print(Text(f"?: {unseen} sleeping thread(s) could not be checked for a stuck "
+                           "fault; `uffdctl inspect PID` says why", style="yellow"),
+                      soft_wrap=True)
     else:
         con.print(Text(f"no process holds a userfaultfd ({report.scanned} processes scanned)"))
     for reason, n in report.unreadable.items():
