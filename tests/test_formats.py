@@ -39,7 +39,9 @@ def test_facts_table_matches_the_probe(doc: dict[str, Any]) -> None:
     def offers(key: str) -> bool:
         return bool(offered & abi.FEATURE_BY_KEY[key].mask)
 
-    assert f["userfaultfd"] is True
+    # Root opens the syscall, whose descriptors handle kernel-mode faults.
+    assert f["userfaultfd"] is f["kernel_faults"] is f["user_mode_faults"] is True
+    assert (doc["api"]["method"], formats.method(doc)) == ("syscall", "syscall")
     # A feature is true when this kernel offers it and it is usable (root: all offered are).
     assert f["minor_shmem"] is offers("minor_shmem") and f["minor_shmem"] == next(
         x["usable"] for x in doc["api"]["features"] if x["name"] == "minor_shmem")
@@ -74,6 +76,8 @@ def test_github_output_is_appended(run_cli, tmp_path: Path) -> None:  # type: ig
     assert text.startswith("earlier=step\n")
     kv = _kv(text)
     assert kv["userfaultfd"] == "true" and kv["minor_shmem"] == "true"
+    assert (kv["kernel_faults"], kv["user_mode_faults"], kv["method"]) == ("true", "true",
+                                                                          "syscall")
     assert kv["minor_anon"] == "false" and kv["kernel"] == os.uname().release
     assert all(re.fullmatch(r"[a-z0-9_]+", k) for k in kv)
     # Without GITHUB_OUTPUT the same lines go to stdout.
@@ -87,9 +91,10 @@ def test_env_output_evaluates_in_a_shell(run_cli) -> None:  # type: ignore[no-un
     assert all(re.fullmatch(r"UFFD_[A-Z0-9_]+=(0|1|'[^']*'|[A-Za-z0-9._-]+)", line)
                for line in res.stdout.splitlines())
     shell = subprocess.run(["bash", "-c", res.stdout + '\necho "$UFFD_AVAILABLE '
-                            '$UFFD_MINOR_SHMEM $UFFD_MINOR_ANON $UFFD_KERNEL"'],
+                            '$UFFD_MINOR_SHMEM $UFFD_MINOR_ANON $UFFD_KERNEL_FAULTS '
+                            '$UFFD_METHOD $UFFD_KERNEL"'],
                            capture_output=True, text=True, check=True)
-    assert shell.stdout.split() == ["1", "1", "0", os.uname().release]
+    assert shell.stdout.split() == ["1", "1", "0", "1", "syscall", os.uname().release]
 
 
 def test_env_quotes_what_a_shell_would_run(doc: dict[str, Any]) -> None:
@@ -121,7 +126,8 @@ def test_nfd_feature_file(run_cli, tmp_path: Path) -> None:  # type: ignore[no-u
     assert all(re.fullmatch(name_re, k[len(prefix):]) for k in labels)
     assert all(re.fullmatch(name_re, v) for v in labels.values())
     assert labels[prefix + "minor-shmem"] == "true"
-    assert labels[prefix + "userfaultfd"] == "true"
+    assert labels[prefix + "userfaultfd"] == labels[prefix + "kernel-faults"] == "true"
+    assert labels[prefix + "method"] == "syscall"
 
 
 def test_nfd_output_into_a_missing_directory_is_one_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -141,6 +147,7 @@ def test_facts_exit_0_even_when_userfaultfd_is_denied(nobody_python, sysctl) -> 
     assert res.returncode == 0, res.stderr
     facts = json.loads(res.stdout)
     assert facts["available"] is False and facts["capabilities"]["userfaultfd"] is False
+    assert facts["capabilities"]["kernel_faults"] is False and facts["method"] == "none"
     # The table form of the same situation is exit 3.
     table = subprocess.run(seccomp.command("EPERM", NOBODY + [python, "-m", "uffdctl",
                                                               "probe"]),
@@ -157,7 +164,7 @@ def test_format_and_json_conflict_is_a_usage_error(run_cli) -> None:  # type: ig
 
 def test_github_workflow_uses_real_output_names(run_cli) -> None:  # type: ignore[no-untyped-def]
     text = (ROOT / "docs" / "github-actions.yml").read_text()
-    used = set(re.findall(r"steps\.uffd\.outputs\.([a-z0-9_]+)", text))
+    used = set(re.findall(r"steps\.uffd(?:_user)?\.outputs\.([a-z0-9_]+)", text))
     assert used, "the workflow reads no outputs"
     produced = _kv(run_cli("probe", "--format", "github").stdout)
     assert used <= set(produced), used - set(produced)
@@ -204,12 +211,16 @@ def test_plugin_skips_with_the_probe_reason_and_probes_once(pytester: pytest.Pyt
         def test_feature_and_ioctl():
             pass
 
+        @pytest.mark.uffd("minor:shmem@user-mode")  # root's kernel-mode faults do too
+        def test_user_mode_enough():
+            pass
+
         def test_unmarked():
             pass
     """)
     before = pytest_plugin.PROBES_RUN
     result = pytester.runpytest_inprocess("-rs")
-    result.assert_outcomes(passed=3, skipped=1)
+    result.assert_outcomes(passed=4, skipped=1)
     result.stdout.fnmatch_lines(["*uffd: minor:anon not available: *EINVAL*"])
     assert pytest_plugin.PROBES_RUN - before == 1
 

@@ -7,7 +7,6 @@ the ABI tables combined with what the kernel offers, never from one release's va
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -18,13 +17,15 @@ from typing import Any
 import pytest
 import seccomp
 from conftest import IS_ROOT, NOBODY, ROOT
+from demo_util import knows_user_mode_only
 
 from uffdctl import abi, access, kconfig, memtypes, probe, require, uffd
+from uffdctl.render import documents
 
 
 def _json(stdout: str) -> dict[str, Any]:
     doc = json.loads(stdout)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == documents.PROBE_SCHEMA_VERSION
     return doc
 
 
@@ -248,10 +249,31 @@ def test_json_path_does_not_import_rich(run_cli) -> None:  # type: ignore[no-unt
     ("missing+wp:anon", "cell", "missing+wp:anon"),
     ("continue", "ioctl", "continue"),
     ("UFFDIO_CONTINUE", "ioctl", "continue"),
+    # The qualifier that accepts user-mode-only faults, on every kind of name.
+    ("minor:shmem@user-mode", "cell", "minor:shmem"),
+    ("shmem:minor@USER-MODE", "cell", "minor:shmem"),
+    ("MINOR_SHMEM@user-mode", "feature", "minor_shmem"),
+    ("continue @ user-mode", "ioctl", "continue"),
 ])
 def test_requirement_names(name: str, kind: str, key: str) -> None:
     req = require.parse_requirement(name)
-    assert (req.kind, req.key) == (kind, key)
+    assert (req.kind, req.key, req.text) == (kind, key, name)
+    assert req.user_mode is ("@" in name)
+
+
+@pytest.mark.parametrize("name,suggestion", [
+    ("minor:shmem@user", "the one qualifier is @user-mode (user-mode faults are enough), "
+                         "as in minor:shmem@user-mode"),
+    ("minor:shmem@kernel", "kernel-mode faults are what minor:shmem alone asks for"),
+    ("minor:shmem:user-mode", "did you mean minor:shmem@user-mode?"),
+    ("minor_shmem_usermode_only", "did you mean minor_shmem@user-mode?"),
+    ("minor:shmm@user-mode", "did you mean minor:shmem@user-mode"),
+    ("xyzzy", "each optionally followed by @user-mode"),
+])
+def test_requirement_errors_suggest_the_qualifier(name: str, suggestion: str) -> None:
+    with pytest.raises(require.RequirementError) as exc:
+        require.parse_requirement(name)
+    assert suggestion in str(exc.value)
 
 
 def test_unknown_requirement_suggests(run_cli) -> None:  # type: ignore[no-untyped-def]
@@ -260,6 +282,9 @@ def test_unknown_requirement_suggests(run_cli) -> None:  # type: ignore[no-untyp
     res = run_cli("probe", "--require", "minor_hugetlb")
     assert res.returncode == 2
     assert "did you mean minor_hugetlbfs" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("probe", "--require", "minor:shmem@user_mode")
+    assert res.returncode == 2
+    assert "minor:shmem@user-mode" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.kernel
@@ -286,7 +311,8 @@ def test_require_met_and_unmet(run_cli) -> None:  # type: ignore[no-untyped-def]
     assert "rwp not met: not offered by kernel" in lines[1] and "7.3-rc" in lines[1]
     doc = _json(run_cli("probe", "--json", "--no-ioctl-check", "-r", "minor:anon").stdout)
     assert doc["requirements"] == [{"name": "minor:anon", "kind": "cell", "key": "minor:anon",
-                                    "met": False, "reason": doc["requirements"][0]["reason"]}]
+                                    "needs_kernel_faults": True, "met": False,
+                                    "reason": doc["requirements"][0]["reason"]}]
 
 
 def test_require_hugetlb_without_pages_says_why(run_cli, no_free_hugepages) -> None:  # type: ignore[no-untyped-def]
@@ -301,23 +327,9 @@ def test_require_hugetlb_without_pages_says_why(run_cli, no_free_hugepages) -> N
 
 # ----- unprivileged, for real ------------------------------------------------------------------
 
-def _kernel_knows_user_mode_only() -> bool:
-    """Asked of the kernel itself by root, whom the permission check lets through, so that
-    only the flags are checked: EINVAL for a flag it does not know (UFFD_USER_MODE_ONLY came in
-    5.11)."""
-    try:
-        fd = uffd.open_with(abi.OPEN_METHOD_BY_NAME[access.USER_MODE_ONLY])
-    except uffd.UffdError as exc:
-        assert exc.errno == errno.EINVAL, exc
-        return False
-    os.close(fd)
-    return True
-
-
-@pytest.mark.kernel
 def test_nobody_with_sysctl_0(as_nobody, sysctl) -> None:  # type: ignore[no-untyped-def]
     sysctl("vm/unprivileged_userfaultfd", "0")
-    knows_umo = _kernel_knows_user_mode_only()
+    knows_umo = knows_user_mode_only()
     has_dev = os.path.exists(abi.DEV_USERFAULTFD)
     res = as_nobody("probe", "--json")
     doc = _json(res.stdout)

@@ -161,3 +161,129 @@ def newer_kernel(missing: list[str]) -> str | None:
     firsts = [abi.FEATURE_BY_KEY[k].first for k in missing
               if not abi.release_at_least(platform.release(), abi.FEATURE_BY_KEY[k].first)]
     return f"use a kernel {max(firsts, key=abi.release_tuple)} or newer" if firsts else None
+
+
+# ----- opening a userfaultfd (access.py decides which apply; these say what to do) -----------
+
+def allow_syscall_in_seccomp() -> str:
+    return ("allow the userfaultfd syscall in the container's or service's seccomp profile, "
+            "or run outside that sandbox")
+
+
+def allow_ioctl_in_seccomp(request: int) -> str:
+    return (f"allow ioctl request 0x{request:x} (USERFAULTFD_IOC_NEW) in the container's or "
+            "service's seccomp profile")
+
+
+def allow_unprivileged(child_userns: bool) -> str:
+    """The kernel's own check (new_userfaultfd(), fs/userfaultfd.c): CAP_SYS_PTRACE counts only
+    in the initial user namespace, and the sysctl is the host's (a user namespace cannot set
+    it)."""
+    if child_userns:
+        return ("run `sysctl vm.unprivileged_userfaultfd=1` as root on the host, or run the "
+                "process outside its user namespace with CAP_SYS_PTRACE")
+    return "run `sysctl vm.unprivileged_userfaultfd=1` as root, or give the process CAP_SYS_PTRACE"
+
+
+def kernel_with_userfaultfd() -> str:
+    return "use a kernel built with CONFIG_USERFAULTFD=y"
+
+
+def leave_syscall_sandbox() -> str:
+    """gVisor's runsc answers system calls in its own kernel (the Sentry), which has no
+    userfaultfd: only a runtime whose calls reach a Linux kernel helps."""
+    return ("run it where its system calls reach a Linux kernel: runc or crun instead of "
+            "gVisor's runsc, or a VM with its own kernel (Kata Containers)")
+
+
+def _as_root(euid: int) -> str:
+    return "" if euid == 0 else "as root: "
+
+
+def make_node(path: str, rdev: str, euid: int, group: str, replace: bool) -> str:
+    """Create the device node by hand (the kernel's own is made by devtmpfs, mode 0600 root):
+    ``rdev`` is "10:257" as /sys/class/misc/userfaultfd/dev gives it; ``group``: one of the
+    process's groups, which gets rw (none for root)."""
+    major, _, minor = rdev.partition(":")
+    mode = "0600" if euid == 0 else "0660"
+    cmd = (f"rm {path} && " if replace else "") + f"mknod -m {mode} {path} c {major} {minor}"
+    if euid != 0:
+        cmd += f" && chgrp {group} {path}"
+    return (f"{_as_root(euid)}`{cmd}`; in a container, pass the host's node in instead "
+            f"(`--device {path}`)")
+
+
+def make_node_unknown_numbers(path: str, euid: int) -> str:
+    return (f"{_as_root(euid)}recreate {path} with `mknod {path} c 10 MINOR`, MINOR as "
+            "/sys/class/misc/userfaultfd/dev on the host gives it, or mount devtmpfs on /dev "
+            "(the kernel makes the node there)")
+
+
+KERNEL_FAULTS_TO_WHOEVER = ("whoever may open it handles kernel-mode faults: the sysctl and "
+                            "CAP_SYS_PTRACE are not consulted")
+
+
+def node_permission(path: str, who: str, acl: bool, euid: int, uid: int, user: str,
+                    group: str, group_grants: bool, owning_group: str) -> str:
+    """The exact change that lets this process open the node read-write, for the permission
+    class the kernel applies to it (``who``: the owner, the owning group, named user u:UID,
+    named group g:GID, others).  ``group_grants``: the owning group's entry already allows rw (add
+    the user to that group rather than take the node from it)."""
+    if who == "the owner":
+        # The owner may change the mode itself.
+        return f"`chmod u+rw {path}`; {KERNEL_FAULTS_TO_WHOEVER}"
+    elif who == "the owning group":
+        change = f"`setfacl -m g::rw,m::rw {path}`" if acl else f"`chmod g+rw {path}`"
+    elif who.startswith("named user"):
+        change = f"`setfacl -m u:{uid}:rw,m::rw {path}`"
+    elif who.startswith("named group"):
+        gid = who.rsplit(":", 1)[-1]
+        change = f"`setfacl -m g:{gid}:rw,m::rw {path}`"
+    elif group_grants:
+        change = (f"add user {user} to group {owning_group} (`usermod -aG {owning_group} "
+                  f"{user}`, in effect from its next login), or `setfacl -m u:{uid}:rw {path}` "
+                  "(this user only)")
+    else:
+        change = (f"`chgrp {group} {path} && chmod g+rw {path}` (a group of this process; a "
+                  f"udev rule KERNEL==\"userfaultfd\", GROUP=\"{group}\", MODE=\"0660\" keeps "
+                  f"it across reboots), or `setfacl -m u:{uid}:rw {path}` (this user only)")
+    return f"{_as_root(euid)}{change}; {KERNEL_FAULTS_TO_WHOEVER}"
+
+
+def node_on_nodev(path: str) -> str:
+    return (f"put {path} on a filesystem mounted without nodev (devtmpfs on /dev), or pass the "
+            f"host's node into the container (`--device {path}`)")
+
+
+def device_cgroup(path: str, rdev: str) -> str:
+    return (f"allow the device in the container: `--device {path}` (docker, podman), or a "
+            f"device cgroup rule `c {rdev} rw`")
+
+
+def lsm_audit() -> str:
+    return "see the audit log (`ausearch -m avc`, or dmesg) and allow it in the policy"
+
+
+def all_of(fixes: list[str]) -> str:
+    """Fixes that are all needed (several things deny the same way), each once."""
+    fixes = list(dict.fromkeys(f for f in fixes if f))
+    return "; and also ".join(fixes)
+
+
+def instead(fix: str, alternatives: list[str]) -> str:
+    """``fix``, then the other ways that already work here."""
+    alt = " or ".join(alternatives)
+    if not alt:
+        return fix
+    return f"{fix}; or instead use {alt}" if fix else f"use {alt}"
+
+
+def for_each_way(fixes: list[tuple[str, str]]) -> str:
+    """What works from here, way by way: [("the syscall", fix), ...], identical ones once."""
+    seen: list[str] = []
+    parts = []
+    for way, fix in fixes:
+        if fix and fix not in seen:
+            seen.append(fix)
+            parts.append(f"for {way}: {fix}")
+    return "; or ".join(parts)

@@ -103,25 +103,39 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
               help="How long NFD trusts the feature file (--format nfd).")
 @click.option("--require", "-r", "require_", multiple=True, metavar="NAME[,NAME...]",
               help="Exit 1 unless NAME is available: a feature (minor_hugetlbfs), a matrix cell "
-                   "MODE:MEMORY (minor:hugetlb) or an ioctl (continue). Repeatable.")
+                   "MODE:MEMORY (minor:hugetlb) or an ioctl (continue), met only with "
+                   "kernel-mode faults; NAME@user-mode when user-mode faults are enough. "
+                   "Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only unmet requirements.")
 @click.option("--no-ioctl-check", is_flag=True,
               help="Report the ioctls UFFDIO_REGISTER lists without trying each one.")
+@click.option("--pid", "-p", type=int, default=None, metavar="PID",
+              help="The answer for that running process: a child takes on its user and mount "
+                   "namespaces, ids, capabilities, no_new_privs and seccomp filters, then "
+                   "probes (needs root).")
+@click.option("--user", "-u", default=None, metavar="NAME|UID",
+              help="The answer for that user as a fresh login: its groups, no capabilities, "
+                   "no seccomp filter (needs root).")
 def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
-          require_: tuple[str, ...], quiet: bool, no_ioctl_check: bool) -> int:
+          require_: tuple[str, ...], quiet: bool, no_ioctl_check: bool, pid: int | None,
+          user: str | None) -> int:
     """What this kernel's userfaultfd can do for this process, found out for real.
 
     \b
     Exit status: 0 every --require met, 1 a requirement missing, 2 usage error,
-    3 no userfaultfd can be opened at all (--format facts: always 0).
+    3 no userfaultfd can be opened at all, 4 --pid names no user process, 5 --pid/--user
+    without root (--format facts: always 0).
     \b
     Examples:
       uffdctl probe
       uffdctl probe --json | jq '.matrix[] | select(.ok) | .memory + ":" + .mode'
       uffdctl probe -q --require minor:hugetlb,continue || echo "no minor faults here"
+      uffdctl probe -q --require minor:shmem@user-mode   # user-mode faults are enough
       uffdctl probe --format github            # in a GitHub Actions step with id: uffd
       eval "$(uffdctl probe --format env)"; [ "$UFFD_MINOR_SHMEM" = 1 ]
       uffdctl probe --format nfd -o /etc/kubernetes/node-feature-discovery/features.d/uffd
+      sudo uffdctl probe --pid "$(pidof qemu-system-x86_64)" --require minor:shmem
+      sudo uffdctl probe --user qemu
     """
     from . import probe as logic
     from . import require
@@ -131,11 +145,20 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
     fmt = "json" if as_json else fmt or "table"
     if output is not None and fmt == "table":
         raise click.UsageError("--output goes with --format json, github, env, nfd or facts")
+    if pid is not None and user is not None:
+        raise click.UsageError("--pid and --user ask for two different callers: use one")
     try:
         requirements = [require.parse_requirement(n) for n in _split_requirements(require_)]
     except require.RequirementError as exc:
         raise click.BadParameter(str(exc), param_hint="'--require'") from None
     from .render import documents
+
+    def run(check_ioctls: bool) -> logic.ProbeReport:
+        if pid is None and user is None:
+            return logic.run_probe(check_ioctls)
+        from . import caller
+
+        return caller.probe_as(caller.identity(pid, user), check_ioctls)
 
     if fmt == "facts":
         # Ansible runs this as an executable fact: any exit but 0 turns the fact into an
@@ -143,12 +166,12 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
         from .render import formats
 
         try:
-            doc = documents.probe_json(logic.run_probe(check_ioctls=not no_ioctl_check))
+            doc = documents.probe_json(run(not no_ioctl_check))
         except errors.UffdctlError as exc:
             doc = documents.probe_error_json(exc)
         formats.deliver("facts", doc, output)
         return errors.OK
-    report = logic.run_probe(check_ioctls=not no_ioctl_check)
+    report = run(not no_ioctl_check)
     results = require.check_requirements(report, requirements)
     if fmt == "table":
         if not quiet:

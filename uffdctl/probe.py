@@ -14,9 +14,13 @@ import errno as _errno
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import abi, access, advice, hugepages, kconfig, memtypes, uffd
 from .hugepages import Leftover
+
+if TYPE_CHECKING:
+    from .caller import Caller
 
 
 @dataclass
@@ -51,7 +55,13 @@ class Api:
     features_mask: int
     ioctls_mask: int
     features: list[FeatureStatus]
-    method: str  # how the probe's descriptors were opened
+    method: str  # how the probe's descriptors were opened (an abi.OPEN_METHODS name)
+
+    @property
+    def kernel_faults(self) -> bool:
+        """Do the probe's descriptors handle faults raised by the kernel (KVM, vhost, O_DIRECT,
+        a syscall reading registered memory)?  abi.OPEN_METHODS says, per way of opening."""
+        return abi.OPEN_METHOD_BY_NAME[self.method].kernel_faults
 
 
 @dataclass
@@ -89,6 +99,8 @@ class ProbeReport:
     hugepages: hugepages.HugePages
     # Pages uffdctl runs that were killed left in the pools: given back now (as root) or not.
     leftover: list[Leftover] = field(default_factory=list)
+    # Whose answer this is when not this process's own (probe --pid, --user).
+    caller: Caller | None = None
 
     @property
     def usable(self) -> bool:
@@ -259,7 +271,12 @@ def run_probe(check_ioctls: bool = True) -> ProbeReport:
     acc = access.diagnose()
     leftover = hugepages.recover()  # before the pools are read: the report shows them after
     pools = hugepages.read_pools()
-    method = next((m.name for m in acc.methods if m.ok), None)
+    # The strongest method that works: kernel-mode faults first.  A UFFD_USER_MODE_ONLY
+    # descriptor registers the same but handle_userfault() (fs/userfaultfd.c) fails a fault
+    # without FAULT_FLAG_USER, so a syscall touching the page gets EFAULT: probed through it,
+    # the API and matrix would not be what QEMU postcopy or Firecracker get.
+    working = sorted((m for m in acc.methods if m.ok), key=lambda m: not m.kernel_faults)
+    method = working[0].name if working else None
     if method is None:
         return ProbeReport(kernel, acc, None, [], pools, leftover)
     open_fd = access.opener(method)

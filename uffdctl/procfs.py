@@ -141,6 +141,17 @@ def has_cap_sys_ptrace() -> bool:
     return False
 
 
+def initial_userns(pid: int | str = "self") -> bool | None:
+    """Whether the process is in the initial user namespace: there, uid_map is the identity
+    over the whole range (kernel/user_namespace.c, init_user_ns).  None: could not tell."""
+    try:
+        with open(f"/proc/{pid}/uid_map") as f:
+            rows = [line.split() for line in f if line.strip()]
+    except OSError:
+        return None
+    return rows == [["0", "0", "4294967295"]]
+
+
 def denied(pid: int, what: str) -> errors.UffdctlError:
     """Refused by the ptrace access check.  The fix depends on who is asking: root is never
     told to become root (a root without CAP_SYS_PTRACE, in a container or a child user

@@ -2,11 +2,16 @@
 
     @pytest.mark.uffd("minor:hugetlb")              # a register mode on a memory type
     @pytest.mark.uffd("minor_shmem", "continue")    # a feature and an ioctl, both needed
+    @pytest.mark.uffd("minor:shmem@user-mode")      # user-mode faults are enough
 
 A marked test is skipped with the probe's own reason (the errno and its cause, e.g. "no free
-huge pages" or "EPERM: vm.unprivileged_userfaultfd is 0"), so the skip says what to fix.  The
-probe runs once per session and only when a collected test carries the marker; an unknown
-requirement name stops the run at collection, with a suggestion, like `probe --require`.
+huge pages" or "EPERM: vm.unprivileged_userfaultfd is 0"), so the skip says what to fix.  As
+`probe --require`, a requirement holds only with kernel-mode faults (what a test that makes a
+syscall, KVM or O_DIRECT touch registered memory needs), unless it carries ``@user-mode``: a
+UFFD_USER_MODE_ONLY descriptor, all an unprivileged process gets with
+vm.unprivileged_userfaultfd=0, then counts too.  The probe runs once per session and only when
+a collected test carries the marker; an unknown requirement name or qualifier stops the run at
+collection, with a suggestion, like `probe --require`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ _REPORT = pytest.StashKey[Any]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "uffd(*requirements): skip unless userfaultfd can do all of them here: "
-        "features (minor_hugetlbfs), register cells MODE:MEMORY (minor:hugetlb) or ioctls "
-        "(continue), as `uffdctl probe --require` takes them")
+        "markers", "uffd(*requirements): skip unless userfaultfd can do all of them here "
+        "with kernel-mode faults: features (minor_hugetlbfs), register cells MODE:MEMORY "
+        "(minor:hugetlb) or ioctls (continue), as `uffdctl probe --require` takes them; "
+        "NAME@user-mode when user-mode faults are enough")
 
 
 def _requirements(item: pytest.Item) -> list[str]:

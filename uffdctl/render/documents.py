@@ -7,6 +7,7 @@ uffdctl-ps(1)); a key is never removed or renamed without bumping its schema_ver
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .. import abi, advice
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
     from ..probe import ProbeReport
     from ..require import RequirementResult
 
-PROBE_SCHEMA_VERSION = 1
+# 2: api.kernel_faults, requirements[].needs_kernel_faults; a requirement is met only with
+# kernel-mode faults unless it says @user-mode.
+PROBE_SCHEMA_VERSION = 2
 
 
 # ----- the JSON text ------------------------------------------------------------------------------
@@ -26,25 +29,33 @@ PROBE_SCHEMA_VERSION = 1
 
 def probe_json(report: ProbeReport, results: list[RequirementResult] | None = None
                ) -> dict[str, Any]:
-    """The `uffdctl probe --json` document (schema_version 1):
+    """The `uffdctl probe --json` document (schema_version 2):
 
     kernel: {release, machine, config: {CONFIG_...: "y"|"n"|"m"} | null, config_source,
              config_not_in_release: {CONFIG_...: release that added it}}
     access: {usable, uid, euid, cap_sys_ptrace, initial_userns, unprivileged_userfaultfd,
-             seccomp, seccomp_filters, dev_userfaultfd: {exists, mode, uid, gid, accessible},
-             methods: [{name, ok, errno, cause, fix, kernel_faults}]}
-    api: {method, features_mask, ioctls_mask, ioctls: [names],
+             seccomp, seccomp_filters, gids, dev_userfaultfd: {exists, mode, uid, gid,
+             accessible, kind, rdev, nodev, acl}, userfaultfd_dev,
+             verdict: {kernel_faults, method, text, cause, fix},
+             methods: [{name, ok, errno, cause, fix, kernel_faults, denied_by: [by]}]}
+    api: {method, kernel_faults, features_mask, ioctls_mask, ioctls: [names],
           features: [{name, bit, first, offered, usable, errno, meaning}]} | null
     matrix: [{memory, mode, ok, status, errno, error, fix, ioctls_mask, ioctls: [names],
               failing_ioctls: [names], failing: {name: errno}, untested_ioctls: {name: why}}]
     hugepages: {default_size_kb, mounts, pools: [{size_kb, nr, free, reserved, surplus,
                 overcommit, default}], leftover: [{pid, size_kb, pages, given_back, left,
                 record, why, fix}]}
+    requirements: [{name, kind, key, needs_kernel_faults, met, reason}]
+    caller: {name, pid, uid, gid, groups, cap_eff, no_new_privs, seccomp, seccomp_filters,
+             initial_userns, copied: [what], inferred: [what]} | null (probe --pid/--user)
     """
     ctx = report.access.context
+    verdict = report.access.verdict
     api = report.api
     requirements = [{"name": r.requirement.text, "kind": r.requirement.kind,
-                     "key": r.requirement.key, "met": r.met, "reason": r.reason}
+                     "key": r.requirement.key,
+                     "needs_kernel_faults": not r.requirement.user_mode,
+                     "met": r.met, "reason": r.reason}
                     for r in results or []]
     return {
         "schema_version": PROBE_SCHEMA_VERSION,
@@ -56,15 +67,24 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
             "cap_sys_ptrace": ctx.cap_sys_ptrace, "initial_userns": ctx.initial_userns,
             "unprivileged_userfaultfd": ctx.sysctl, "seccomp": ctx.seccomp,
             "seccomp_filters": ctx.seccomp_filters,
+            "gids": list(ctx.gids),
             "dev_userfaultfd": {"exists": ctx.dev.exists, "mode": ctx.dev.mode,
                                 "uid": ctx.dev.uid, "gid": ctx.dev.gid,
-                                "accessible": ctx.dev.accessible},
+                                "accessible": ctx.dev.accessible, "kind": ctx.dev.kind or None,
+                                "rdev": ctx.dev.rdev or None, "nodev": ctx.dev.nodev,
+                                "acl": bool(ctx.dev.acl)},
+            "userfaultfd_dev": ctx.misc_dev,
+            "verdict": {"kernel_faults": verdict.kernel_faults, "method": verdict.method,
+                        "text": verdict.text, "cause": verdict.cause or None,
+                        "fix": verdict.fix or None},
             "methods": [{"name": m.name, "ok": m.ok, "errno": m.errno, "cause": m.cause or None,
-                         "fix": m.fix or None, "kernel_faults": m.kernel_faults}
+                         "fix": m.fix or None, "kernel_faults": m.kernel_faults,
+                         "denied_by": [d.by for d in m.denials]}
                         for m in report.access.methods],
         },
         "api": None if api is None else {
-            "method": api.method, "features_mask": api.features_mask,
+            "method": api.method, "kernel_faults": api.kernel_faults,
+            "features_mask": api.features_mask,
             "ioctls_mask": api.ioctls_mask, "ioctls": abi.ioctl_names(api.ioctls_mask),
             "features": [{"name": f.name, "bit": f.bit, "first": f.first, "offered": f.offered,
                           "usable": f.usable, "errno": f.errno, "meaning": f.meaning}
@@ -88,6 +108,7 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
                          for x in report.leftover],
         },
         "requirements": requirements,
+        "caller": None if report.caller is None else dataclasses.asdict(report.caller),
     }
 
 

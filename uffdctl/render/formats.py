@@ -3,7 +3,11 @@
 Every format is built from the probe's JSON document (documents.probe_json), so a value means
 the same thing everywhere: a feature is true when this process can use it (offered by the
 kernel and accepted on a fresh descriptor), a cell MODE:MEMORY when a real registration
-succeeded, an ioctl when some working cell hands it back and it did not fail when tried.
+succeeded, an ioctl when some working cell hands it back and it did not fail when tried; and
+each only with kernel-mode faults (api.kernel_faults).  A process that can open nothing but a
+UFFD_USER_MODE_ONLY descriptor (unprivileged, vm.unprivileged_userfaultfd=0) gets false
+everywhere: the QEMU, Firecracker, vhost or O_DIRECT user these outputs gate would fault
+from the kernel and get EFAULT.  ``user_mode_faults`` and ``method`` say what it does have.
 
 - github: ``name=value`` lines for $GITHUB_OUTPUT (appended, as GitHub expects).
 - env: ``UFFD_...=0|1`` lines, safe to ``eval`` (names [A-Z0-9_], values 0/1 or quoted).
@@ -58,14 +62,25 @@ def usable_ioctls(doc: dict[str, Any]) -> set[str]:
     return found
 
 
+def kernel_faults(doc: dict[str, Any]) -> bool:
+    """Were the API and matrix probed through descriptors that handle kernel-mode faults?"""
+    return bool((doc.get("api") or {}).get("kernel_faults"))
+
+
 def facts(doc: dict[str, Any]) -> dict[str, Any]:
-    """Flat booleans by name: the one table every format below is printed from."""
-    out: dict[str, Any] = {"userfaultfd": bool((doc.get("access") or {}).get("usable"))}
+    """Flat booleans by name: the one table every format below is printed from.
+
+    userfaultfd and kernel_faults: a descriptor handling kernel-mode faults opens (the gate
+    CI reads: the same value, the second name saying what it means); user_mode_faults: any
+    opens, UFFD_USER_MODE_ONLY too.  The rest hold only with kernel-mode faults."""
+    kernel = kernel_faults(doc)
+    out: dict[str, Any] = {"userfaultfd": kernel, "kernel_faults": kernel,
+                           "user_mode_faults": bool((doc.get("access") or {}).get("usable"))}
     for f in (doc.get("api") or {}).get("features") or []:
-        out[fact_name(f["name"], f.get("bit"))] = bool(f.get("usable"))
+        out[fact_name(f["name"], f.get("bit"))] = kernel and bool(f.get("usable"))
     for c in doc.get("matrix") or []:
-        out[cell_name(c["mode"], c["memory"])] = bool(c.get("ok"))
-    ioctls = usable_ioctls(doc)
+        out[cell_name(c["mode"], c["memory"])] = kernel and bool(c.get("ok"))
+    ioctls = usable_ioctls(doc) if kernel else set()
     for ioctl in abi.RESOLVING_IOCTLS:
         out[f"ioctl_{ioctl.key}"] = ioctl.key in ioctls
     return out
@@ -75,8 +90,17 @@ def _kernel(doc: dict[str, Any]) -> str:
     return str((doc.get("kernel") or {}).get("release", ""))
 
 
+def method(doc: dict[str, Any]) -> str:
+    """How the probe's descriptors were opened (an abi.OPEN_METHODS name), spelt as a fact
+    name so that every format carries the same value: syscall, dev_userfaultfd,
+    syscall_user_mode_only; none when nothing opens."""
+    name = (doc.get("api") or {}).get("method")
+    return fact_name(name) if name else "none"
+
+
 def github(doc: dict[str, Any]) -> str:
     lines = [f"{k}={'true' if v else 'false'}" for k, v in facts(doc).items()]
+    lines.append(f"method={method(doc)}")
     # A value with a line break would need GitHub's heredoc form; a release never has one,
     # and any control character is a space here.
     lines.append("kernel=" + re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", _kernel(doc)))
@@ -90,6 +114,7 @@ def env(doc: dict[str, Any]) -> str:
         if k == "userfaultfd":
             name = "UFFD_AVAILABLE"
         lines.append(f"{name}={1 if v else 0}")
+    lines.append(f"UFFD_METHOD={method(doc)}")
     lines.append(f"UFFD_KERNEL={shlex.quote(_kernel(doc))}")
     return "\n".join(lines) + "\n"
 
@@ -108,6 +133,7 @@ def nfd(doc: dict[str, Any], now: _dt.datetime | None = None,
              f"# +expiry-time={expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"]
     for k, v in facts(doc).items():
         lines.append(f"{NFD_PREFIX}/{k.replace('_', '-')}={'true' if v else 'false'}")
+    lines.append(f"{NFD_PREFIX}/method={method(doc)}")
     kernel = _label_value(_kernel(doc))
     if kernel:
         lines.append(f"{NFD_PREFIX}/kernel={kernel}")
@@ -115,14 +141,17 @@ def nfd(doc: dict[str, Any], now: _dt.datetime | None = None,
 
 
 def ansible_facts(doc: dict[str, Any]) -> str:
-    out = {"available": bool((doc.get("access") or {}).get("usable")),
+    table = facts(doc)
+    kernel = table["kernel_faults"]
+    out = {"available": table["userfaultfd"], "method": method(doc),
            "kernel": _kernel(doc), "schema_version": doc.get("schema_version"),
-           "capabilities": facts(doc),
+           "capabilities": table,
            "features": [fact_name(f["name"], f.get("bit"))
-                        for f in (doc.get("api") or {}).get("features") or [] if f.get("usable")],
-           "matrix": {cell_name(c["mode"], c["memory"]): bool(c.get("ok"))
+                        for f in (doc.get("api") or {}).get("features") or []
+                        if kernel and f.get("usable")],
+           "matrix": {cell_name(c["mode"], c["memory"]): kernel and bool(c.get("ok"))
                       for c in doc.get("matrix") or []},
-           "ioctls": sorted(usable_ioctls(doc))}
+           "ioctls": sorted(usable_ioctls(doc)) if kernel else []}
     if "error" in doc:
         out["error"] = doc["error"]
     return json_text(out, indent=2, sort_keys=True) + "\n"

@@ -37,6 +37,7 @@ def render(report: ProbeReport, con: Console,
            results: list[RequirementResult] | None = None) -> None:
     k = report.kernel
     con.print(Text(f"uffdctl probe: Linux {k.release} {k.machine}", style="bold"))
+    _caller(report, con)
     _kernel(report, con)
     _access(report, con)
     if report.api is None:
@@ -79,20 +80,26 @@ def _kernel(report: ProbeReport, con: Console) -> None:
 def _access(report: ProbeReport, con: Console) -> None:
     ctx = report.access.context
     _heading(con, f"Access (uid {ctx.euid})")
+    # The verdict first: kernel-mode faults or not, through which way, and why not the others.
+    verdict = report.access.verdict
+    level = "PASS" if verdict.kernel_faults else "WARN" if verdict.method else "FAIL"
+    _line(con, level, verdict.text, f"fix: {verdict.fix}" if verdict.fix else "")
     for m in report.access.methods:
         if m.ok:
             note = "" if m.kernel_faults else "user-mode faults only"
             _line(con, "PASS", m.name, note)
         else:
             level = "WARN" if report.access.usable else "FAIL"
-            _line(con, level, f"{m.name}: {m.errno}: {m.cause}", f"fix: {m.fix}" if m.fix else "")
+            _line(con, level, f"{m.name}: {m.errno or 'not opened'}: {m.cause}",
+                  f"fix: {m.fix}" if m.fix else "")
     sysctl = "absent" if ctx.sysctl is None else str(ctx.sysctl)
     seccomp = {0: "none", 1: "strict", 2: "filter"}.get(ctx.seccomp or 0, "unknown")
     if ctx.seccomp_filters:
         seccomp += f" ({ctx.seccomp_filters} filters)"
     userns = {True: "initial", False: "child", None: "unknown"}[ctx.initial_userns]
-    dev = f"mode {ctx.dev.mode} uid {ctx.dev.uid} gid {ctx.dev.gid}" if ctx.dev.exists \
-        else "absent"
+    node = ctx.dev
+    dev = (f"{node.kind} {node.rdev}".strip() + f" mode {node.mode} uid {node.uid} gid {node.gid}"
+           + (" with an ACL" if node.acl else "")) if node.exists else "absent"
     _line(con, "INFO", f"vm.unprivileged_userfaultfd={sysctl}; CAP_SYS_PTRACE "
                        f"{'yes' if ctx.cap_sys_ptrace else 'no'}; user namespace {userns}; "
                        f"seccomp {seccomp}; /dev/userfaultfd {dev}")
@@ -183,3 +190,22 @@ def _hugepages(report: ProbeReport, con: Console) -> None:
     ready = pool is not None and pool.available >= DEMO_MINOR_PAGES
     level = "PASS" if ready and (works is None or "hugetlb" in works) else "WARN"
     _line(con, level, demo_minor_outlook(hp, report.access.context.euid, works))
+
+
+def _caller(report: ProbeReport, con: Console) -> None:
+    """Whose answer this is (probe --pid/--user): who, what the probe took on for real and
+    what rests on inference instead."""
+    c = report.caller
+    if c is None:
+        return
+    _heading(con, f"Caller: {inert(c.name)}")
+    who = (f"uid {c.uid} gid {c.gid} groups {','.join(map(str, c.groups)) or '-'}, "
+           f"effective capabilities {c.cap_eff:#x}"
+           + (", no_new_privs" if c.no_new_privs else "")
+           + (f", {c.seccomp_filters} seccomp filter(s)" if c.seccomp == 2 else "")
+           + ("" if c.initial_userns else ", its own user namespace"))
+    _line(con, "INFO", who)
+    for what in c.copied:
+        _line(con, "PASS", f"taken on: {inert(what)}")
+    for what in c.inferred:
+        _line(con, "WARN", f"inferred: {inert(what)}")
