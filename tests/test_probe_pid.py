@@ -227,3 +227,17 @@ def test_a_filter_with_a_supervisor_is_inferred_not_copied(run_cli) -> None:  # 
     inferred = " ".join(doc["caller"]["inferred"])
     assert "supervisor" in inferred and "not installed" in inferred
     assert doc["access"]["seccomp"] == 0  # the probe ran without it, and says so above
+
+
+def test_a_filter_that_denies_only_the_device_ioctl(run_cli) -> None:  # type: ignore[no-untyped-def]
+    """The syscall allowed, USERFAULTFD_IOC_NEW on /dev/userfaultfd denied: copied, the probe
+    by pid sees the device refused as the process would."""
+    if not os.path.exists("/dev/userfaultfd"):
+        pytest.skip("this kernel has no /dev/userfaultfd (6.1)")
+    deny = ("ioc_new",)
+    with target(seccomp.command("EPERM", ["sleep", "60"], deny)) as pid:
+        doc = by_pid(run_cli, pid)
+    here = inside(seccomp.command("EPERM", [], deny))
+    assert essentials(doc) == essentials(here)
+    dev = next(m for m in doc["access"]["methods"] if m["name"] == "/dev/userfaultfd")
+    assert not dev["ok"] and dev["errno"] == "EPERM"

@@ -365,25 +365,6 @@ def run_as(ident: Identity, work: Callable[[], T]) -> tuple[T, Adoption]:
 
 # ----- the probe, as someone else ----------------------------------------------------------------
 
-@dataclass
-class Caller:
-    """Whose answer a probe is (`probe --pid`, `--user`), and how it was got: what the child
-    took on for real, and what the answer rests on where it could not."""
-
-    name: str
-    pid: int | None
-    uid: int
-    gid: int
-    groups: list[int]
-    cap_eff: int
-    no_new_privs: bool
-    seccomp: int  # 0 none, 1 strict, 2 filter (/proc/PID/status Seccomp)
-    seccomp_filters: int
-    initial_userns: bool
-    copied: list[str]
-    inferred: list[str]
-
-
 def identity(pid: int | None, user: str | None) -> Identity:
     """The identity `probe --pid PID` or `--user NAME|UID` stands for."""
     return process_identity(pid) if pid is not None else user_identity(user or "")
@@ -395,7 +376,7 @@ def probe_as(ident: Identity, check_ioctls: bool = True) -> ProbeReport:
     from . import probe
 
     report, adoption = run_as(ident, lambda: probe.run_probe(check_ioctls))
-    report.caller = Caller(ident.name, ident.pid, ident.uid, ident.gid, ident.groups,
+    report.caller = probe.Caller(ident.name, ident.pid, ident.uid, ident.gid, ident.groups,
                            ident.caps.get("Eff", 0), ident.no_new_privs, ident.seccomp,
                            ident.seccomp_filters, ident.userns_is_initial, adoption.copied,
                            adoption.inferred)

@@ -14,13 +14,9 @@ import errno as _errno
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from . import abi, access, advice, hugepages, kconfig, memtypes, uffd
 from .hugepages import Leftover
-
-if TYPE_CHECKING:
-    from .caller import Caller
 
 
 @dataclass
@@ -86,6 +82,25 @@ class Cell:
     @property
     def working_ioctls(self) -> list[str]:
         return [i for i in self.ioctls if i not in self.failing_ioctls]
+
+
+@dataclass
+class Caller:
+    """Whose answer a probe is (`probe --pid`, `--user`), and how it was got: what the child
+    took on for real, and what the answer rests on where it could not."""
+
+    name: str
+    pid: int | None
+    uid: int
+    gid: int
+    groups: list[int]
+    cap_eff: int
+    no_new_privs: bool
+    seccomp: int  # 0 none, 1 strict, 2 filter (/proc/PID/status Seccomp)
+    seccomp_filters: int
+    initial_userns: bool
+    copied: list[str]
+    inferred: list[str]
 
 
 @dataclass
