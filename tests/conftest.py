@@ -12,14 +12,17 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +31,29 @@ from uffdctl import hugepages as hp
 ROOT = Path(__file__).resolve().parent.parent
 SYSCTL_LOCK = "/run/lock/uffdctl-sysctl.lock"
 IS_ROOT = os.geteuid() == 0
+HELPERS = ROOT / "tests" / "helpers"
+
+
+@contextmanager
+def helper_process(script: str, *args: str
+                   ) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """Run tests/helpers/SCRIPT in its own session and yield it with the JSON line it prints
+    once it is ready; it and every process it started are killed at the end."""
+    proc = subprocess.Popen([sys.executable, str(HELPERS / script), *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        yield proc, json.loads(line)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def _read(path: str) -> str:

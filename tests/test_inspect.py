@@ -13,13 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest import ROOT, run_on_pty
+from conftest import ROOT, helper_process, run_on_pty
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,18 +29,9 @@ HOLDER = str(ROOT / "tests" / "helpers" / "uffd_holder.py")
 PR_SET_NAME = 15  # include/uapi/linux/prctl.h
 
 
-@contextmanager
-def holder(*args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
-    proc = subprocess.Popen([sys.executable, HOLDER, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read() if proc.stderr else ""
-        yield proc, json.loads(line)
-    finally:
-        proc.kill()
-        proc.wait()
+def holder(*args: str
+           ) -> AbstractContextManager[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    return helper_process("uffd_holder.py", *args)
 
 
 def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -84,7 +75,7 @@ def _expected(info: dict[str, Any]) -> set[tuple[int, int, tuple[str, ...], str]
 def test_inspect_reports_exactly_the_registered_regions(run_cli) -> None:  # type: ignore[no-untyped-def]
     with holder() as (proc, info):
         doc = _inspect_json(run_cli, proc.pid)
-    assert doc["schema_version"] == 1 and doc["pid"] == proc.pid
+    assert doc["schema_version"] == 2 and doc["pid"] == proc.pid
     assert _registered(doc) == _expected(info)
     assert len(doc["regions"]) == len(info["regions"])  # only registered ones by default
     a, b = info["uffds"]["A"], info["uffds"]["B"]
@@ -152,9 +143,10 @@ def test_pending_fault_and_stuck_thread(run_cli) -> None:  # type: ignore[no-unt
     # Found through wchan where the kernel names the wait, else through the kernel stack
     # (root reads it): stuck threads are found on every kernel.
     seen_in = "wchan" if (wchan or "").strip() == "handle_userfault" else "stack"
-    assert doc["stuck_threads"] == [{"tid": info["fault"]["tid"], "comm": "stuck",
-                                     "wchan": "handle_userfault", "state": "S",
-                                     "seen_in": seen_in}]
+    keys = ("tid", "comm", "wchan", "state", "seen_in")
+    assert [{k: t[k] for k in keys} for t in doc["stuck_threads"]] == [
+        {"tid": info["fault"]["tid"], "comm": "stuck", "wchan": "handle_userfault",
+         "state": "S", "seen_in": seen_in}]
     assert doc["unseen_threads"] is None
     assert text.returncode == 0
     assert "stuck" in text.stdout and "handle_userfault" in text.stdout
@@ -205,10 +197,19 @@ def test_ps_lists_the_holder(run_cli) -> None:  # type: ignore[no-untyped-def]
     doc = json.loads(res.stdout)
     (row,) = [p for p in doc["processes"] if p["pid"] == proc.pid]
     by_mode = {m: sum(m in r["modes"] for r in info["regions"]) for m in abi.MODE_BY_NAME}
-    assert row == {"pid": proc.pid, "comm": "python", "uffds": 2,
-                   "registered_regions": len(info["regions"]),
-                   "regions_by_mode": {m: n for m, n in by_mode.items() if n}, "pending": 1,
-                   "stuck_threads": 1, "unseen_threads": 0}
+    bytes_by_mode = {m: sum(r["end"] - r["start"] for r in info["regions"] if m in r["modes"])
+                     for m in abi.MODE_BY_NAME}
+    keys = ("pid", "comm", "uffds", "registered_regions", "regions_by_mode", "pending",
+            "stuck_threads", "unseen_threads", "registered_bytes", "serves")
+    assert {k: row[k] for k in keys} == {
+        "pid": proc.pid, "comm": "python", "uffds": 2,
+        "registered_regions": len(info["regions"]),
+        "regions_by_mode": {m: n for m, n in by_mode.items() if n}, "pending": 1,
+        "stuck_threads": 1, "unseen_threads": 0,
+        "registered_bytes": {m: n for m, n in bytes_by_mode.items() if n}, "serves": []}
+    # Its own descriptor, and no thread of it reads it: nobody will answer.
+    assert row["service"]["verdict"] == "gone" and row["service"]["matched_by"] == "own"
+    assert row["stuck_for_s"] is not None and row["stuck_for_s"] >= 0
     assert doc["scanned"] > 10
     assert str(proc.pid) in plain.stdout
 

@@ -5,7 +5,9 @@
 
 A sample sits between ``<!-- sample: ARGS -->`` and ``<!-- /sample -->``; ARGS are uffdctl's
 arguments, where ``{holder}`` is the pid of tests/helpers/uffd_holder.py (started here, with
-one fault left unanswered).  --check compares line shapes (numbers, addresses and bar lengths
+one fault left unanswered) and ``{vmm}`` and ``{handler}`` those of tests/helpers/
+uffd_layouts.py in Firecracker's layout (the handler in another process, reading the fault
+and never answering it).  --check compares line shapes (numbers, addresses and bar lengths
 vary from run to run; the words, the columns and the verdicts may not).
 """
 
@@ -23,8 +25,8 @@ README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- sample: (.+?) -->\n```text\n)(.*?)(```\n<!-- /sample -->)", re.S)
 
 
-def run(args: str, holder: int) -> str:
-    argv = args.format(holder=holder).split()
+def run(args: str, pids: dict[str, int]) -> str:
+    argv = args.format(**pids).split()
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
     res = subprocess.run([sys.executable, "-m", "uffdctl", *argv], capture_output=True,
                          text=True, env=env, cwd=ROOT, timeout=120)
@@ -45,14 +47,19 @@ def main() -> int:
     holder = subprocess.Popen([sys.executable, "tests/helpers/uffd_holder.py", "--fault"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               cwd=ROOT)
+    vmm = subprocess.Popen([sys.executable, "tests/helpers/uffd_layouts.py", "--layout",
+                            "remote", "--handler", "reading"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
     try:
-        assert holder.stdout is not None
+        assert holder.stdout is not None and vmm.stdout is not None
         json.loads(holder.stdout.readline())
+        layout = json.loads(vmm.stdout.readline())
+        pids = {"holder": holder.pid, "vmm": vmm.pid, "handler": layout["handler"]["pid"]}
         text = README.read_text()
         stale = []
 
         def fill(m: re.Match[str]) -> str:
-            fresh = run(m.group(2), holder.pid)
+            fresh = run(m.group(2), pids)
             if check:
                 have = {shape(line) for line in fresh.splitlines()}
                 missing = [line for line in m.group(3).splitlines()
@@ -65,8 +72,12 @@ def main() -> int:
 
         new = BLOCK.sub(fill, text)
     finally:
-        holder.kill()
-        holder.wait()
+        for p in (holder, vmm):
+            try:
+                os.killpg(p.pid, 9) if p is vmm else p.kill()
+            except ProcessLookupError:
+                pass
+            p.wait()
     if check:
         for s in stale:
             print(f"stale README sample: {s}", file=sys.stderr)

@@ -452,6 +452,59 @@ VMFLAG_BY_MNEMONIC = {v.mnemonic: v for v in VMFLAGS}
 # The mnemonics that mean "registered with a userfaultfd", mapped to the mode name.
 UFFD_MNEMONICS = {m.mnemonic: m.name for m in REGISTER_MODES}
 
+# ----- the system calls a stuck thread or a handler can be found in ---------------------------
+# /proc/PID/task/TID/syscall (fs/proc/base.c proc_pid_syscall()) gives the number of the call a
+# sleeping thread is in, its six arguments, sp and pc; -1 when it sleeps outside a call: a
+# fault taken in user mode (x86-64's exception entry stores -1 in orig_ax, "no syscall to
+# restart", arch/x86/entry/entry_64.S; arm64 sets NO_SYSCALL, arch/arm64/kernel/entry-common.c).
+NOT_IN_SYSCALL = -1
+
+
+# How each call a handler waits in names its descriptors: "fd" args[0] is the descriptor;
+# "pollfd" args[0] points at args[1] struct pollfd; "fdset" args[1] points at the read fd_set
+# of args[0] bits; "epoll" args[0] is an epoll descriptor, whose fdinfo lists its targets.
+WAIT_CALLS = {  # the calls a handler thread waits in, by how they name the descriptor
+    "read": "fd", "readv": "fd", "pread64": "fd", "preadv": "fd", "preadv2": "fd",
+    "poll": "pollfd", "ppoll": "pollfd", "select": "fdset", "pselect6": "fdset",
+    "epoll_wait": "epoll", "epoll_pwait": "epoll", "epoll_pwait2": "epoll",
+}
+
+# Numbers of the calls uffdctl names (arch/x86/entry/syscalls/syscall_64.tbl and, for arm64,
+# include/uapi/asm-generic/unistd.h).  Others are shown as "syscall N".
+SYSCALL_NAMES = {
+    "x86_64": {
+        0: "read", 1: "write", 7: "poll", 16: "ioctl", 17: "pread64", 18: "pwrite64",
+        19: "readv", 20: "writev", 23: "select", 35: "nanosleep", 44: "sendto",
+        45: "recvfrom", 46: "sendmsg", 47: "recvmsg", 61: "wait4", 202: "futex",
+        209: "io_submit", 230: "clock_nanosleep", 232: "epoll_wait", 270: "pselect6",
+        271: "ppoll", 281: "epoll_pwait", 295: "preadv", 296: "pwritev", 310:
+        "process_vm_readv", 311: "process_vm_writev", 318: "getrandom", 327: "preadv2",
+        328: "pwritev2", 426: "io_uring_enter", 441: "epoll_pwait2",
+    },
+    "aarch64": {
+        63: "read", 64: "write", 29: "ioctl", 67: "pread64", 68: "pwrite64", 65: "readv",
+        66: "writev", 72: "pselect6", 73: "ppoll", 101: "nanosleep", 206: "sendto",
+        207: "recvfrom", 211: "sendmsg", 212: "recvmsg", 260: "wait4", 98: "futex",
+        2: "io_submit", 115: "clock_nanosleep", 22: "epoll_pwait", 69: "preadv",
+        70: "pwritev", 270: "process_vm_readv", 271: "process_vm_writev", 278: "getrandom",
+        286: "preadv2", 287: "pwritev2", 426: "io_uring_enter", 441: "epoll_pwait2",
+    },
+}
+SYSCALL_NAMES["arm64"] = SYSCALL_NAMES["aarch64"]
+
+# kcmp(2): whether two processes' descriptors are one open file (KCMP_FILE), the way to tell
+# one userfaultfd across processes where fdinfo has no ino line (before 5.12).  Needs
+# CONFIG_KCMP (5.12; CONFIG_CHECKPOINT_RESTORE before) and ptrace read access to both.
+KCMP_NR = {"x86_64": 312, "aarch64": 272, "arm64": 272}
+KCMP_FILE = 0
+
+
+def syscall_name(nr: int, arch: str | None = None) -> str:
+    if nr == NOT_IN_SYSCALL:
+        return "user-mode fault"
+    return SYSCALL_NAMES.get(arch or machine(), {}).get(nr, f"syscall {nr}")
+
+
 # fdinfo's "API:" third field is a build constant, not per fd or range
 # (userfaultfd_show_fdinfo() prints UFFD_API_IOCTLS | UFFD_API_RANGE_IOCTLS).
 FDINFO_READLINK = "anon_inode:[userfaultfd]"

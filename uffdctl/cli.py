@@ -379,12 +379,80 @@ def wp(**options: Any) -> int:
 
 # ----- inspect / ps ------------------------------------------------------------------------
 
+def _listing_format(as_json: bool, fmt: str | None, output: str | None,
+                    watch: bool = False) -> str:
+    """--json, --format, --output and --watch of inspect and ps, checked as probe checks them."""
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError("--json and --format are two ways to say the same: use one")
+    fmt = "json" if as_json else fmt or "table"
+    if watch and fmt != "table":
+        given = "--json" if as_json else f"--format {fmt}"
+        raise click.UsageError(f"{given} and --watch do not go together: use one")
+    if output is not None and (fmt == "table" or watch):
+        raise click.UsageError("--output goes with --format json or prometheus, not with the "
+                               "table or --watch")
+    return fmt
+
+
+def _deliver(text: str, output: str | None) -> None:
+    """The document on standard output (UTF-8 whatever the locale: the exposition format is
+    UTF-8), or to ``output`` through formats.write_file (replaced atomically, owner and mode
+    kept, symlinks written through); what cannot be written is one line, the cause and the
+    fix, exit status 1, as for probe --output."""
+    from .render import formats
+
+    if output is None:
+        from .output import GuardedStream
+
+        out = sys.stdout
+        if isinstance(out, GuardedStream):
+            out.write(text.encode())  # to the bytes below: no locale's encoding in between
+        else:
+            out.write(text)
+        out.flush()
+        return
+    try:
+        formats.write_file(output, text)
+    except OSError as exc:
+        from .output import inert
+
+        cause, fix = formats._write_error(output, exc)
+        raise errors.UffdctlError(f"cannot write {inert(output)}: {cause}", fix,
+                                  errors.FAILED) from None
+
+
+def _listing_options(schema: str, watch: bool = False) -> Any:
+    """--json, --format and --output, the same for inspect and ps (and --watch for inspect)."""
+    not_watch = "  Not with --watch." if watch else ""
+
+    def wrap(f: Any) -> Any:
+        opts = [
+            click.option("--json", "as_json", is_flag=True,
+                         help=f"One JSON object (schema in {schema}); same as --format json."),
+            click.option("--format", "-f", "fmt",
+                         type=click.Choice(["table", "json", "prometheus"]), default=None,
+                         help="table (the default), json, or prometheus (the text exposition "
+                              "format node_exporter's textfile collector reads; the metrics "
+                              f"are in {schema}).{not_watch}"),
+            click.option("--output", "-o", metavar="PATH", default=None,
+                         help="Write there instead of stdout (json, prometheus): a regular "
+                              "file is replaced atomically keeping its owner and mode, a "
+                              "symlink is written through, a device or FIFO as a stream."
+                              f"{not_watch}"),
+        ]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return wrap
+
+
 INSPECT_EXIT = """\b
-Exit status: 0 success (also when the watched process exits), 2 usage error
-(a pid that is not a number or not > 0), 4 no such user process (gone,
-exited while read, a kernel thread, a zombie), 5 not allowed to read it
-(another user's process: run as its owner or root), 130 interrupted
-(143/129/131 for SIGTERM/SIGHUP/SIGQUIT)."""
+Exit status: 0 success (also when the watched process exits), 1 the
+--output file could not be written, 2 usage error (a pid that is not a
+number or not > 0), 4 no such user process (gone, exited while read, a
+kernel thread, a zombie), 5 not allowed to read it (another user's process:
+run as its owner or root), 130 interrupted (143/129/131 for
+SIGTERM/SIGHUP/SIGQUIT)."""
 
 
 @cli.command(context_settings=CONTEXT, epilog=INSPECT_EXIT)
@@ -397,16 +465,18 @@ exited while read, a kernel thread, a zombie), 5 not allowed to read it
 @click.option("--interval", "-n", type=_Finite(0.05, 3600), default=1.0,
               show_default=True, metavar="SECONDS", help="Time between refreshes (--watch).")
 @click.option("--count", type=click.IntRange(1), default=None, hidden=True)
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON object (schema in uffdctl-inspect(1)).")
+@_listing_options("uffdctl-inspect(1)", watch=True)
 def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: int | None,
-            as_json: bool) -> int:
+            as_json: bool, fmt: str | None, output: str | None) -> int:
     """Which regions of process PID are registered with a userfaultfd, in which modes, on
-    which descriptor, and which of its threads are stuck in a fault.
+    which descriptor, which of its threads are stuck in a fault (where, for how long), and
+    who answers its faults: the process or processes holding its descriptor, and whether
+    anyone is reading it (reading, stopped, not-reading, gone, unknown).
 
     Reads /proc/PID/smaps (VmFlags um = missing, uw = wp, ui = minor), /proc/PID/fd and
-    fdinfo (pending faults, features) and each thread's wchan (handle_userfault = waiting
-    for a fault to be resolved).
+    fdinfo (pending faults, features), each thread's wchan (handle_userfault = waiting for
+    a fault to be resolved), sched and syscall; and, when a thread is stuck or the
+    descriptor lives elsewhere, the descriptors of every other process.
 
     \b
     Examples:
@@ -414,16 +484,32 @@ def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: in
       uffdctl inspect --all 1234            every region, flags decoded
       uffdctl inspect --watch -n 0.5 1234   live view until it exits
       uffdctl inspect --json 1234 | jq '.regions[] | select(.modes | index("minor"))'
+      uffdctl inspect -f prometheus -o /var/lib/prometheus/node-exporter/vmm.prom 1234
     """
     from . import procs
 
-    if as_json and watch:
-        raise click.UsageError("--json and --watch do not go together: use one")
-    if as_json:
+    fmt = _listing_format(as_json, fmt, output, watch)
+    if fmt == "json" and output is None:
         from .output import dump_json
         from .render.documents import report_json
 
         dump_json(report_json(procs.inspect_process(pid, all_regions)))
+        return errors.OK
+    if fmt != "table":
+        import time
+
+        started = time.monotonic()
+        report = procs.inspect_process(pid, all_regions)
+        duration = time.monotonic() - started
+        if fmt == "json":
+            from .output import json_text
+            from .render.documents import report_json
+
+            _deliver(json_text(report_json(report)) + "\n", output)
+        else:
+            from .render.prometheus import process_metrics
+
+            _deliver(process_metrics(report, time.time(), duration), output)
         return errors.OK
     from .output import console
     from .render import inspect as view
@@ -441,27 +527,46 @@ def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: in
 
 @cli.command(context_settings=CONTEXT, epilog="""\b
 Exit status: 0 success (also when some processes could not be read: they
-are counted and reported), 130 interrupted (143/129/131 for
-SIGTERM/SIGHUP/SIGQUIT).""")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in uffdctl-ps(1)).")
-def ps(as_json: bool) -> int:
-    """Every process holding a userfaultfd: descriptors, registered regions by mode,
-    pending faults and stuck threads.  Processes that cannot be read are counted, with the
-    reason.
+are counted and reported), 1 the --output file could not be written,
+2 usage error (--json and another --format, --output with the table),
+130 interrupted (143/129/131 for SIGTERM/SIGHUP/SIGQUIT).""")
+@_listing_options("uffdctl-ps(1)")
+def ps(as_json: bool, fmt: str | None, output: str | None) -> int:
+    """Every process holding a userfaultfd or with a thread stuck in a fault: descriptors,
+    registered regions by mode, pending faults, stuck threads and for how long, who answers
+    (its own descriptor or another process's) and whether anyone is there.  Processes that
+    cannot be read are counted, with the reason.
 
     \b
     Examples:
       uffdctl ps
       sudo uffdctl ps --json | jq '.processes[] | select(.stuck_threads > 0) | .pid'
+      sudo uffdctl ps -f prometheus -o /var/lib/prometheus/node-exporter/uffdctl.prom
     """
+    import time
+
     from . import procs
 
+    fmt = _listing_format(as_json, fmt, output)
+    started = time.monotonic()
     report = procs.scan_all()
-    if as_json:
-        from .output import dump_json
+    duration = time.monotonic() - started
+    if fmt == "json":
         from .render.documents import ps_json
 
-        dump_json(ps_json(report))
+        if output is None:
+            from .output import dump_json
+
+            dump_json(ps_json(report))
+        else:
+            from .output import json_text
+
+            _deliver(json_text(ps_json(report)) + "\n", output)
+        return errors.OK
+    if fmt == "prometheus":
+        from .render.prometheus import ps_metrics
+
+        _deliver(ps_metrics(report, time.time(), duration), output)
         return errors.OK
     from .output import console
     from .render.inspect import render_ps, widen

@@ -121,10 +121,12 @@ def list_fds(pid: int) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def userfaultfds(pid: int) -> list[UffdDescriptor]:
-    """The process's userfaultfd descriptors with their fdinfo, in fd order."""
+def userfaultfds(pid: int, links: list[tuple[int, str]] | None = None
+                 ) -> list[UffdDescriptor]:
+    """The process's userfaultfd descriptors with their fdinfo, in fd order; ``links``: its
+    descriptors as list_fds() just gave them (not listed again)."""
     found = []
-    for fd, link in list_fds(pid):
+    for fd, link in list_fds(pid) if links is None else links:
         if not is_userfaultfd(link):
             continue
         try:

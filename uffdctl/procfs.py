@@ -215,3 +215,131 @@ def user_process(pid: int) -> Stat:
     if refused:
         raise refused
     return stat
+
+
+# ----- a sleeping thread: where it is, how long it has not run ----------------------------
+
+@dataclass
+class SyscallState:
+    """/proc/PID/task/TID/syscall of a blocked thread (fs/proc/base.c proc_pid_syscall()):
+    the call it sleeps in (abi.NOT_IN_SYSCALL for a fault taken in user mode), its six
+    arguments (none then), its stack pointer and the user pc it will return to."""
+
+    nr: int
+    args: tuple[int, ...]
+    sp: int
+    pc: int
+
+
+def parse_syscall(text: str) -> SyscallState | None:
+    """"nr a0 .. a5 sp pc", or "-1 sp pc" outside a call; "running" (the thread ran while
+    read) and anything else: None."""
+    parts = text.split()
+    try:
+        if len(parts) == 3 and parts[0] == str(abi.NOT_IN_SYSCALL):
+            return SyscallState(abi.NOT_IN_SYSCALL, (), int(parts[1], 16), int(parts[2], 16))
+        if len(parts) == 9:
+            values = [int(p, 16) for p in parts[1:]]
+            return SyscallState(int(parts[0]), tuple(values[:6]), values[6], values[7])
+    except ValueError:
+        pass
+    return None
+
+
+def thread_syscall(pid: int, tid: int) -> SyscallState | OSError | None:
+    """The thread's call, an OSError when it may not be read (it needs ptrace attach access:
+    EACCES/EPERM to others), None when it is running or gone."""
+    try:
+        text = read_text(f"/proc/{pid}/task/{tid}/syscall")
+    except OSError as exc:
+        return None if exc.errno in GONE else exc
+    return parse_syscall(text)
+
+
+def _exec_start(path: str) -> float | None:
+    """se.exec_start of a /proc/.../sched file, in ms of the scheduler's clock: when the
+    task last started running, brought up to date while it runs (kernel/sched/debug.c
+    proc_sched_show_task(); every kernel since 2.6.23 with CONFIG_SCHED_DEBUG, which Debian
+    enables, and all from 6.15, where the option went)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("se.exec_start"):
+                    return float(line.rpartition(":")[2])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def not_run_for(pid: int, tid: int) -> float | None:
+    """Seconds since the thread last ran, from its se.exec_start against this thread's
+    (which is running now, so its exec_start is the scheduler's clock within a tick).  For a
+    thread blocked in a fault that is how long it has been blocked, a non-fatal signal
+    restarting the fault being the one thing that makes it look shorter.  None where the file
+    is missing or the thread went."""
+    then = _exec_start(f"/proc/{pid}/task/{tid}/sched")
+    now = _exec_start("/proc/thread-self/sched")
+    if then is None or now is None:
+        return None
+    return max(0.0, (now - then) / 1000.0)
+
+
+def mount_types(pid: int) -> dict[str, str]:
+    """The file system type of each device number the process's mounts show, keyed as smaps
+    writes a device ("00:2a", hex major:minor, fs/proc/task_mmu.c show_map_vma()), from
+    /proc/PID/mountinfo (decimal "0:42", fs/proc_namespace.c show_mountinfo()).  Empty when it
+    cannot be read."""
+    out: dict[str, str] = {}
+    text = read_detail(f"/proc/{pid}/mountinfo") or ""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        major, _, minor = fields[2].partition(":")
+        fstype_at = fields.index("-", 6) + 1
+        if fstype_at >= len(fields) or not (major.isdigit() and minor.isdigit()):
+            continue
+        out.setdefault(f"{int(major):02x}:{int(minor):02x}", fields[fstype_at])
+    return out
+
+
+def read_memory(pid: int, addr: int, size: int) -> bytes | None:
+    """Bytes of another process's memory (/proc/PID/mem: ptrace attach access), None when
+    they cannot be read."""
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, size, addr)
+    except (OSError, OverflowError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == size else None
+
+
+def epoll_targets(pid: int, epfd: int) -> list[tuple[int, int | None]] | None:
+    """(fd, inode or None) of each descriptor in an epoll set: its fdinfo's "tfd:" lines
+    (fs/eventpoll.c ep_show_fdinfo(); the ino field from 5.x on).  None: not readable."""
+    text = read_detail(f"/proc/{pid}/fdinfo/{epfd}")
+    if text is None:
+        return None
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("tfd:"):
+            continue
+        fields = line.split()
+        try:
+            tfd = int(fields[1])
+        except (IndexError, ValueError):
+            continue
+        ino = None
+        for f in fields:
+            if f.startswith("ino:"):
+                try:
+                    ino = int(f[4:], 16)
+                except ValueError:
+                    pass
+        out.append((tfd, ino))
+    return out

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BufferedReader
 
-from . import abi, errors, procfs, smaps
+from . import abi, errors, handlers, procfs, smaps
 from .fdinfo import UffdDescriptor, is_userfaultfd, list_fds, userfaultfds
 from .output import inert
 
@@ -29,12 +29,32 @@ _SLEEPING = ("S", "D")
 
 
 @dataclass
+class Where:
+    """Where a stuck thread took its fault, as far as the kernel shows (/proc/PID/task/TID/
+    syscall): in user mode, at an instruction (the fault address itself is not in /proc), or
+    inside a system call whose copy to or from user memory faulted."""
+
+    call: str  # "user-mode fault", "read", "syscall 123"
+    nr: int  # abi.NOT_IN_SYSCALL for a fault in user mode
+    args: tuple[int, ...]  # the call's six arguments; none for a user-mode fault
+    pc: int
+    pc_mapping: str | None  # the path of the mapping pc falls in ("" anonymous), None: none
+    # Registered regions (start, end) the fault can be in: those an argument of the call
+    # points into, else (a user-mode fault, or no argument points into one) every one.
+    regions: list[tuple[int, int]] = field(default_factory=list)
+    regions_from: str = "any registered region"  # or "argument N of CALL"
+
+
+@dataclass
 class StuckThread:
     tid: int
     comm: str
     state: str
     wchan: str
     seen_in: str = "wchan"  # the file that showed it: wchan, or stack where wchan reads 0
+    where: Where | None = None
+    where_unknown: str = ""  # why where is None
+    stuck_for: float | None = None  # seconds since it last ran (procfs.not_run_for)
 
 
 @dataclass
@@ -72,6 +92,24 @@ class ProcessReport:
     all_regions: bool  # regions holds every region, not only the registered ones
     owners: dict[int, Owner] = field(default_factory=dict)  # region start -> owner
     unseen: Unseen | None = None  # sleeping threads that could not be checked
+    # Set by a survey of the other processes (handlers.survey), when one was made: who
+    # answers this process's faults, and what each of its descriptors serves.
+    service: handlers.Service | None = None
+    serving: dict[int, handlers.UffdFile] = field(default_factory=dict)  # fd -> its file
+    surveyed: bool = False
+
+    @property
+    def registered_bytes(self) -> dict[str, int]:
+        """Bytes registered in each mode in use, in smaps.UFFD_MODE_ORDER."""
+        out = {m: sum(r.length for r in self.registered if m in r.modes)
+               for m in smaps.UFFD_MODE_ORDER}
+        return {m: n for m, n in out.items() if n}
+
+    @property
+    def stuck_for(self) -> float | None:
+        """How long the longest-stuck thread has not run, where the kernel says."""
+        known = [t.stuck_for for t in self.stuck_threads if t.stuck_for is not None]
+        return max(known) if known else None
 
     @property
     def registered(self) -> list[smaps.Region]:
@@ -113,7 +151,20 @@ def _regions(pid: int, all_regions: bool) -> list[smaps.Region]:
         size = read.size
     if not size:
         raise procfs.gone(pid)
+    _file_systems(pid, regions)
     return regions
+
+
+def _file_systems(pid: int, regions: list[smaps.Region]) -> None:
+    """Name the file system under each file mapping (Region.fs), so that a file on tmpfs is
+    shmem and one on hugetlbfs hugetlb: one read of the process's mountinfo, only when a
+    mapping of a file is there to be named."""
+    files = [r for r in regions if r.memory == "file"]
+    if not files:
+        return
+    types = procfs.mount_types(pid)
+    for r in files:
+        r.fs = types.get(r.dev, "")
 
 
 def stuck_threads(pid: int) -> tuple[list[StuckThread], Unseen | None]:
@@ -173,16 +224,93 @@ def _unseen(threads: int, denied: bool) -> Unseen:
                   "wait in wchan")
 
 
-def inspect_process(pid: int, all_regions: bool = False) -> ProcessReport:
+def _mapping_of(pid: int, addresses: set[int]) -> dict[int, str]:
+    """The path of the mapping (from /proc/PID/maps, "" for anonymous) each address is in."""
+    found: dict[int, str] = {}
+    text = procfs.read_detail(f"/proc/{pid}/maps") or ""
+    for line in text.splitlines():
+        span, _, rest = line.partition(" ")
+        lo, _, hi = span.partition("-")
+        try:
+            start, end = int(lo, 16), int(hi, 16)
+        except ValueError:
+            continue
+        for a in addresses:
+            if start <= a < end:
+                fields = rest.split(None, 4)
+                found[a] = fields[4] if len(fields) > 4 else ""
+    return found
+
+
+def locate(pid: int, stuck: list[StuckThread], registered: list[smaps.Region]) -> None:
+    """Fill in where each stuck thread faulted and how long it has not run."""
+    states = {t.tid: procfs.thread_syscall(pid, t.tid) for t in stuck}
+    pcs = {st.pc for st in states.values() if isinstance(st, procfs.SyscallState)}
+    mappings = _mapping_of(pid, pcs) if pcs else {}
+    spans = [(r.start, r.end) for r in registered]
+    for t in stuck:
+        t.stuck_for = procfs.not_run_for(pid, t.tid)
+        st = states[t.tid]
+        if isinstance(st, OSError):
+            t.where_unknown = ("/proc/PID/task/TID/syscall needs ptrace access to the process: "
+                               "run as its owner or as root")
+            continue
+        if st is None:
+            t.where_unknown = "the thread ran while it was read"
+            continue
+        call = abi.syscall_name(st.nr)
+        where = Where(call, st.nr, st.args, st.pc, mappings.get(st.pc))
+        pointed = [(k, span) for k, a in enumerate(st.args) for span in spans
+                   if span[0] <= a < span[1]]
+        if pointed:
+            where.regions = sorted({span for _, span in pointed})
+            where.regions_from = ", ".join(f"argument {k + 1} of {call}"
+                                           for k in sorted({k for k, _ in pointed}))
+        else:
+            where.regions = spans
+        t.where = where
+
+
+def inspect_process(pid: int, all_regions: bool = False, survey: bool = True
+                    ) -> ProcessReport:
+    """One process; with ``survey``, when its faults may be answered from elsewhere (a thread
+    stuck, registered regions no descriptor of its own fits, or a descriptor that fits none
+    of its regions), every other process holding a userfaultfd is read too (the scan of
+    `ps`) to name who answers and whether anyone is there."""
+    report = _inspect_one(pid, all_regions)
+    if survey and _needs_survey(report):
+        others, _ = _scan_reports(skip=pid)
+        _apply(handlers.survey([report, *others]), [report])
+    return report
+
+
+def _needs_survey(r: ProcessReport) -> bool:
+    fitting = {fd for o in r.owners.values() for fd in o.fds}
+    return bool(r.stuck_threads or r.pending
+                or (r.registered and not fitting)
+                or any(u.fd not in fitting for u in r.uffds))
+
+
+def _apply(s: handlers.Survey, reports: list[ProcessReport]) -> None:
+    for r in reports:
+        r.surveyed = True
+        r.service = s.services.get(r.pid)
+        r.serving = {u.fd: f for u in r.uffds if (f := s.serving(r.pid, u.fd)) is not None}
+
+
+def _inspect_one(pid: int, all_regions: bool, links: list[tuple[int, str]] | None = None
+                 ) -> ProcessReport:
     if pid <= 0:
         raise errors.UffdctlError(f"{pid} is not a process id", "give a pid greater than 0",
                                   errors.USAGE)
     stat = procfs.user_process(pid)
     regions = _regions(pid, all_regions)
     with procfs.reading(pid, "the open files (/proc/PID/fd)"):
-        uffds = userfaultfds(pid)
+        uffds = userfaultfds(pid, links)
     cmdline = [a for a in (procfs.read_detail(f"/proc/{pid}/cmdline") or "").split("\0") if a]
     stuck, unseen = stuck_threads(pid)
+    if stuck:
+        locate(pid, stuck, [r for r in regions if r.registered])
     report = ProcessReport(pid, stat.comm, cmdline, stat.state, regions, uffds, stuck,
                            stat.minflt, all_regions, unseen=unseen)
     report.owners = attribute(regions, uffds)
@@ -309,6 +437,11 @@ def changes(before: ProcessReport, after: ProcessReport) -> list[str]:
             out.append(f"~ fd {u.fd} pending {pend_old[u.fd]} -> {u.pending}")
     for fd in sorted(pend_old.keys() - {u.fd for u in after.uffds}):
         out.append(f"- fd {fd} userfaultfd closed")
+    verdict_old = before.service.verdict if before.service else None
+    verdict_new = after.service.verdict if after.service else None
+    if verdict_old != verdict_new:
+        out.append(f"~ handler {verdict_old or 'nothing waiting'} -> "
+                   f"{verdict_new or 'nothing waiting'}")
     stuck_old = {t.tid for t in before.stuck_threads}
     stuck_new = {t.tid for t in after.stuck_threads}
     for tid in sorted(stuck_new - stuck_old):
@@ -330,6 +463,10 @@ class PsRow:
     pending: int
     stuck_threads: int
     unseen_threads: int = 0  # sleeping threads that could not be checked (see Unseen)
+    registered_bytes: dict[str, int] = field(default_factory=dict)  # by mode, as above
+    stuck_for: float | None = None  # seconds the longest-stuck thread has not run
+    service: handlers.Service | None = None  # who answers its faults (see handlers)
+    serves: list[tuple[int, int]] = field(default_factory=list)  # (fd, pid) it serves
 
 
 @dataclass
@@ -337,6 +474,8 @@ class PsReport:
     rows: list[PsRow]
     scanned: int
     unreadable: dict[str, int]  # reason -> number of processes
+    # Sleeping threads of processes holding no userfaultfd that could not be checked.
+    unseen_elsewhere: Unseen | None = None
 
     @property
     def unreadable_total(self) -> int:
@@ -350,36 +489,69 @@ def _pids() -> list[int]:
 def _ps_row(report: ProcessReport) -> PsRow:
     registered = report.registered
     by_mode = {m: sum(m in r.modes for r in registered) for m in smaps.UFFD_MODE_ORDER}
+    serves = sorted((fd, f.serves) for fd, f in report.serving.items()
+                    if f.serves is not None and f.serves != report.pid)
     return PsRow(report.pid, report.comm, len(report.uffds),
                  {m: n for m, n in by_mode.items() if n}, len(registered), report.pending,
-                 len(report.stuck_threads), report.unseen.threads if report.unseen else 0)
+                 len(report.stuck_threads), report.unseen.threads if report.unseen else 0,
+                 report.registered_bytes, report.stuck_for, report.service, serves)
 
 
-def scan_all() -> PsReport:
-    """Every process holding a userfaultfd.  Only /proc/PID/fd of each process is read until
-    one link is a userfaultfd: that scan is the cost of `ps` (see procfs.py for why it does
-    not go through psutil, which is 2x slower here)."""
-    rows: list[PsRow] = []
+def _scan_reports(skip: int = 0) -> tuple[list[ProcessReport], tuple[int, dict[str, int],
+                                                                     Unseen | None]]:
+    """Every process holding a userfaultfd or with a thread stuck in a fault, read whole;
+    and (processes scanned, unreadable by reason, unseen threads elsewhere).
+
+    Per process, /proc/PID/fd is listed (the links only) and each thread's wchan read: a
+    process is read whole only when a link is a userfaultfd or a thread waits in a fault
+    (the faulting process of a VMM whose handler lives elsewhere holds no descriptor).  See
+    procfs.py for why this does not go through psutil."""
+    reports: list[ProcessReport] = []
     unreadable: dict[str, int] = {}
+    unseen_threads, unseen_denied = 0, False
     pids = _pids()
     for pid in pids:
+        if pid == skip:
+            continue
         try:
             links = list_fds(pid)
         except OSError as exc:
-            if procfs.error(pid, exc, "the open files").status == errors.NO_ACCESS:
+            try:
+                status = procfs.error(pid, exc, "the open files").status
+            except OSError:
+                continue
+            if status == errors.NO_ACCESS:
                 key = ("not yours: run as root to read them" if os.geteuid() else
                        "denied even to root (changing credentials or exiting while read)")
                 unreadable[key] = unreadable.get(key, 0) + 1
             continue  # gone meanwhile: nothing to report
         if not any(is_userfaultfd(link) for _, link in links):
-            continue
+            stuck, unseen = stuck_threads(pid)
+            if unseen:
+                unseen_threads += unseen.threads
+                unseen_denied = unseen_denied or "root" in unseen.fix
+            if not stuck:
+                continue
         try:
-            report = inspect_process(pid)
+            report = _inspect_one(pid, False, links)
         except errors.UffdctlError as exc:
             if exc.status == errors.NO_ACCESS:
                 key = ("their memory maps are not readable: run as root" if os.geteuid() else
                        "their memory maps are not readable even to root (no CAP_SYS_PTRACE?)")
                 unreadable[key] = unreadable.get(key, 0) + 1
             continue
-        rows.append(_ps_row(report))
-    return PsReport(rows, len(pids), unreadable)
+        reports.append(report)
+    elsewhere = _unseen(unseen_threads, unseen_denied) if unseen_threads else None
+    return reports, (len(pids), unreadable, elsewhere)
+
+
+def scan_all() -> PsReport:
+    """Every process holding a userfaultfd or with a thread stuck in a fault, who answers
+    each one's faults (handlers.survey) and the verdict where something waits."""
+    reports, (scanned, unreadable, elsewhere) = _scan_reports()
+    _apply(handlers.survey(reports), reports)
+    rows = [_ps_row(r) for r in reports]
+    return PsReport(rows, scanned, unreadable, elsewhere)
+
+
+ps_row = _ps_row

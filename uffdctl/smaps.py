@@ -91,6 +91,7 @@ class Region:
     flags: list[str] = field(default_factory=list)  # the VmFlags mnemonics, in kernel order
     # Size, Rss, KernelPageSize, ... in kB (a Sizes from the parser: see there)
     sizes_kb: Mapping[str, int] = field(default_factory=dict)
+    fs: str = ""  # the backing file system's type where known (procs.py sets it from mountinfo)
 
     @property
     def length(self) -> int:
@@ -108,7 +109,7 @@ class Region:
 
     @property
     def memory(self) -> str:
-        return memory_type(self.flags, self.path, self.inode)
+        return memory_type(self.flags, self.path, self.inode, self.fs)
 
     @property
     def kernel_page_size(self) -> int:
@@ -122,12 +123,23 @@ def modes_of(flags: Iterable[str]) -> list[str]:
     return [m for m in UFFD_MODE_ORDER if m in found]
 
 
-def memory_type(flags: list[str], path: str, inode: int) -> str:
+# File systems whose files are shmem to userfaultfd (vma_is_shmem(): their mappings use
+# shmem_vm_ops, 6.18 mm/shmem.c) and hugetlb (hugetlbfs files always carry VM_HUGETLB, "ht").
+SHMEM_FS = frozenset({"tmpfs"})
+HUGETLB_FS = frozenset({"hugetlbfs"})
+
+
+def memory_type(flags: list[str], path: str, inode: int, fs: str = "") -> str:
     """anon, shmem, hugetlb or file, as userfaultfd sees the mapping (which register modes
-    and features apply).  Private mappings of shmem are still "shmem" to userfaultfd."""
-    if "ht" in flags:
+    and features apply).  Private mappings of shmem are still "shmem" to userfaultfd.
+
+    The backing file system decides, not the path: a file on any tmpfs mount (/dev/shm,
+    /run, a container's /tmp) is shmem.  memfd, SysV shm, shared /dev/zero and shared
+    anonymous mappings live on the kernel's internal shm mount, which no mountinfo lists:
+    those are known by the names the kernel gives them."""
+    if "ht" in flags or fs in HUGETLB_FS:
         return "hugetlb"
-    if path.startswith(("/memfd:", "/dev/zero", "/SYSV", "[anon_shmem:")):
+    if fs in SHMEM_FS or path.startswith(("/memfd:", "/dev/zero", "/SYSV", "[anon_shmem:")):
         return "shmem"
     if not path or path.startswith("[") or inode == 0:
         return "anon"

@@ -319,6 +319,25 @@ class Userfaultfd:
         return decode_messages(buf)
 
 
+# ----- other processes ---------------------------------------------------------------------
+
+def kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> int:
+    """kcmp(pid1, pid2, KCMP_FILE, fd1, fd2): 0 when both descriptors are one open file, 1 or
+    2 an order between two files (kernel pointers, obfuscated but consistent within a boot:
+    kernel/kcmp.c kcmp_ptr()), so files can be sorted and grouped.  OSError otherwise: ENOSYS
+    (no CONFIG_KCMP), EPERM (no ptrace read access to one of them), EBADF (closed meanwhile),
+    ESRCH (gone)."""
+    nr = abi.KCMP_NR.get(abi.machine())
+    if nr is None:
+        raise OSError(_errno.ENOSYS, f"kcmp: no syscall number known for {abi.machine()}")
+    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(pid1), ctypes.c_long(pid2),
+                        ctypes.c_long(abi.KCMP_FILE), ctypes.c_ulong(fd1), ctypes.c_ulong(fd2))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(ret)
+
+
 # ----- memory ------------------------------------------------------------------------------
 
 def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0, addr: int = 0

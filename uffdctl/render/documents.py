@@ -155,20 +155,72 @@ def event_json(e: Step | Fault) -> dict[str, Any]:
 # ----- inspect and ps
 
 if TYPE_CHECKING:
-    from ..procs import ProcessReport, PsReport
+    from ..fdinfo import UffdDescriptor
+    from ..handlers import Holding, Service
+    from ..procs import ProcessReport, PsReport, StuckThread
     from ..smaps import Region
 
-INSPECT_SCHEMA_VERSION = 1
+# 2: processes with a thread stuck in a fault are listed whether or not they hold a
+# descriptor; who answers their faults (service, uffds[].served/holders); where and how long
+# each thread is stuck; files on tmpfs are memory "shmem", on hugetlbfs "hugetlb".
+INSPECT_SCHEMA_VERSION = 2
 
 
 def region_json(r: Region, report: ProcessReport) -> dict[str, Any]:
     owner = report.owners.get(r.start)
     return {"start": r.start, "end": r.end, "modes": r.modes, "memory": r.memory,
             "flags": r.flags, "path": r.path, "perms": r.perms, "offset": r.offset,
-            "dev": r.dev, "inode": r.inode, "size_kb": r.sizes_kb.get("Size"),
+            "dev": r.dev, "inode": r.inode, "fs": r.fs or None,
+            "size_kb": r.sizes_kb.get("Size"),
             "rss_kb": r.sizes_kb.get("Rss"), "kernel_page_size": r.kernel_page_size,
             "uffd_fds": owner.fds if owner else [],
             "uffd_fd_certain": bool(owner and owner.certain)}
+
+
+def _holding_json(h: Holding) -> dict[str, Any]:
+    return {"pid": h.pid, "comm": h.comm, "fd": h.fd, "state": h.state,
+            "readers": [{"tid": r.tid, "call": r.call, "via": r.via or None}
+                        for r in h.readers],
+            "readers_known": h.readers_known}
+
+
+def service_json(s: Service | None) -> dict[str, Any] | None:
+    """Who answers a process's faults (handlers.Service); null where no survey was made."""
+    if s is None:
+        return None
+    return {"verdict": s.verdict, "cause": s.cause or None, "fix": s.fix or None,
+            "matched_by": s.matched_by,
+            "descriptors": [{"holders": [_holding_json(h) for h in f.holders],
+                             "pending": f.pending, "total": f.total,
+                             "same_file_by": f.matched_by or None,
+                             "serves_how": f.serves_how or None} for f in s.files]}
+
+
+def _where_json(t: StuckThread) -> dict[str, Any] | None:
+    w = t.where
+    if w is None:
+        return None
+    return {"call": w.call, "nr": w.nr, "args": list(w.args), "pc": w.pc,
+            "pc_mapping": w.pc_mapping,
+            "regions": [{"start": a, "end": b} for a, b in w.regions],
+            "regions_from": w.regions_from}
+
+
+def _uffd_json(u: UffdDescriptor, report: ProcessReport) -> dict[str, Any]:
+    f = report.serving.get(u.fd)
+    served = None
+    if f is not None and f.serves is not None:
+        served = {"pid": f.serves, "comm": f.serves_comm, "how": f.serves_how}
+    return {"fd": u.fd, "pending": u.pending, "total": u.total, "features": u.features,
+            "features_mask": u.features_mask, "initialized": u.info.initialized,
+            "ino": u.info.ino, "serves": served,
+            "other_holders": None if not report.surveyed else [
+                {"pid": h.pid, "comm": h.comm, "fd": h.fd} for h in (f.holders if f else [])
+                if h.pid != report.pid],
+            "same_file_by": f.matched_by or None if f else None,
+            "readers": None if f is None else [
+                {"tid": r.tid, "call": r.call, "via": r.via or None}
+                for h in f.held_by(report.pid) for r in h.readers]}
 
 
 def report_json(report: ProcessReport) -> dict[str, Any]:
@@ -178,15 +230,18 @@ def report_json(report: ProcessReport) -> dict[str, Any]:
         "cmdline": report.cmdline, "state": report.state, "minflt": report.minflt,
         "all_regions": report.all_regions,
         "regions": [region_json(r, report) for r in report.regions],
-        "uffds": [{"fd": u.fd, "pending": u.pending, "total": u.total,
-                   "features": u.features, "features_mask": u.features_mask,
-                   "initialized": u.info.initialized, "ino": u.info.ino}
-                  for u in report.uffds],
+        "uffds": [_uffd_json(u, report) for u in report.uffds],
         "stuck_threads": [{"tid": t.tid, "comm": t.comm, "wchan": t.wchan, "state": t.state,
-                           "seen_in": t.seen_in} for t in report.stuck_threads],
+                           "seen_in": t.seen_in, "stuck_for_s": t.stuck_for,
+                           "stuck_for_from": "se.exec_start in /proc/PID/task/TID/sched"
+                           if t.stuck_for is not None else None,
+                           "where": _where_json(t), "where_unknown": t.where_unknown or None}
+                          for t in report.stuck_threads],
         "unseen_threads": None if report.unseen is None else {
             "threads": report.unseen.threads, "cause": report.unseen.cause,
             "fix": report.unseen.fix},
+        "surveyed": report.surveyed,
+        "service": service_json(report.service),
     }
 
 
@@ -198,8 +253,14 @@ def ps_json(report: PsReport) -> dict[str, Any]:
         "processes": [{"pid": r.pid, "comm": r.comm, "uffds": r.uffds,
                        "registered_regions": r.registered_regions,
                        "regions_by_mode": r.regions_by_mode, "pending": r.pending,
-                       "stuck_threads": r.stuck_threads, "unseen_threads": r.unseen_threads}
+                       "stuck_threads": r.stuck_threads, "unseen_threads": r.unseen_threads,
+                       "registered_bytes": r.registered_bytes, "stuck_for_s": r.stuck_for,
+                       "service": service_json(r.service),
+                       "serves": [{"fd": fd, "pid": pid} for fd, pid in r.serves]}
                       for r in report.rows],
+        "unseen_elsewhere": None if report.unseen_elsewhere is None else {
+            "threads": report.unseen_elsewhere.threads,
+            "cause": report.unseen_elsewhere.cause, "fix": report.unseen_elsewhere.fix},
         "unreadable": [{"reason": k, "processes": v} for k, v in report.unreadable.items()],
         "unreadable_total": report.unreadable_total,
     }

@@ -309,6 +309,69 @@ def _head(report: ProcessReport, rate: float | None) -> list[RenderableType]:
     return parts
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def _where(t: procs.StuckThread) -> str:
+    """Where a stuck thread faulted, in one cell (plain text, inert)."""
+    w = t.where
+    if w is None:
+        return f"? ({t.where_unknown})" if t.where_unknown else "?"
+    place = "" if w.pc_mapping is None else f" in {w.pc_mapping or '[anonymous]'}"
+    if w.nr == -1:
+        text = f"user-mode fault at pc {w.pc:#x}{place}"
+    else:
+        args = ", ".join(f"{a:#x}" for a in w.args[:4])
+        text = f"in {w.call}({args}, ...) called at pc {w.pc:#x}{place}"
+    if len(w.regions) == 1:
+        (a, b), = w.regions
+        text += f"; region {a:x}-{b:x} ({w.regions_from})"
+    elif w.regions:
+        spans = ", ".join(f"{a:x}-{b:x}" for a, b in w.regions[:2])
+        text += (f"; one of {len(w.regions)} regions ({w.regions_from}: {spans}"
+                 + (", ..." if len(w.regions) > 2 else "") + ")")
+    return inert(text)
+
+
+VERDICT_STYLE = {"gone": "bold red", "stopped": "bold red", "not-reading": "red",
+                 "unknown": "yellow", "reading": "green"}
+
+
+def _service(report: ProcessReport) -> list[RenderableType]:
+    """Who answers the process's faults and, when something waits, whether anyone is there."""
+    from rich.text import Text
+
+    s = report.service
+    if s is None:
+        return []
+    out: list[RenderableType] = []
+    others = s.handlers
+    if others:
+        how = {"ino": "same fdinfo ino", "kcmp": "kcmp says one file",
+               "inferred": "inferred: /proc does not link a process's memory to a descriptor; "
+                           "the only userfaultfd elsewhere that fits",
+               "candidates": "not paired: any of these may be it"}.get(s.matched_by, s.matched_by)
+        served = ", ".join(f"pid {h.pid} ({inert(h.comm)}) fd {h.fd}" for h in others)
+        out.append(Text(f"served by {served} ({how})", style="bold"))
+    elif s.matched_by == "own":
+        out.append(Text("served by its own descriptor(s): "
+                        + ", ".join(f"fd {h.fd}" for f in s.files for h in f.held_by(s.pid))))
+    if s.verdict:
+        line = Text(f"{s.verdict}: ", style=VERDICT_STYLE.get(s.verdict, ""))
+        line.append(inert(s.cause))
+        out.append(line)
+        if s.fix:
+            out.append(Text(f"  fix: {inert(s.fix)}", style="dim"))
+    return out
+
+
 def _stuck(report: ProcessReport, con: Console) -> list[RenderableType]:
     from rich.text import Text
 
@@ -318,17 +381,22 @@ def _stuck(report: ProcessReport, con: Console) -> list[RenderableType]:
         unseen = [Text(f"  {u.threads} sleeping thread(s) could not be checked for a stuck fault: "
                        f"{inert(u.cause)}; {inert(u.fix)}", style="yellow")]
     if not report.stuck_threads:
-        return unseen
-    t = _table(con, "threads stuck in a userfaultfd fault", ["tid", "name", "state", "wchan"],
-               "bold red", fold=False)
+        return unseen + _service(report)
+    t = _table(con, "threads stuck in a userfaultfd fault",
+               ["tid", "name", "state", "wchan", "not run for", "where"], "bold red")
     for s in report.stuck_threads:
         t.add_row(Text(str(s.tid)), Text(inert(s.comm)), Text(inert(s.state)),
-                  Text(inert(s.wchan)))
-    waiting = [f"fd {u.fd}" for u in report.uffds if u.total]
-    return [t, Text(f"  {len(report.stuck_threads)} thread(s) wait for a fault nobody has "
-                    "resolved" + (f" (on {', '.join(waiting)})" if waiting else "")
-                    + "; the handler reading that descriptor is late, hung or gone",
-                    style="red"), *unseen]
+                  Text(inert(s.wchan)), Text(_duration(s.stuck_for)), Text(_where(s)))
+    parts: list[RenderableType] = [t]
+    if report.service is None:
+        waiting = [f"fd {u.fd}" for u in report.uffds if u.total]
+        parts.append(Text(f"  {len(report.stuck_threads)} thread(s) wait for a fault nobody has "
+                          "resolved" + (f" (on {', '.join(waiting)})" if waiting else ""),
+                          style="red"))
+    parts.append(Text("  not run for: since the thread last ran (se.exec_start in "
+                      "/proc/PID/task/TID/sched); the fault address itself is not in /proc",
+                      style="dim"))
+    return [*parts, *unseen, *_service(report)]
 
 
 def _descriptors(report: ProcessReport, con: Console) -> list[RenderableType]:
@@ -336,11 +404,29 @@ def _descriptors(report: ProcessReport, con: Console) -> list[RenderableType]:
 
     if not report.uffds:
         return [Text("no userfaultfd descriptors open in this process")]
-    t = _table(con, "userfaultfd descriptors", ["fd", "pending", "total", "features"])
+    cols = ["fd", "pending", "total", "features"]
+    if report.surveyed:
+        cols += ["serves", "also held by", "read by"]
+    t = _table(con, "userfaultfd descriptors", cols)
     for u in report.uffds:
         feats = " ".join(u.features) or ("none" if u.info.initialized else
                                          "UFFDIO_API not done")
-        t.add_row(Text(str(u.fd)), Text(str(u.pending)), Text(str(u.total)), Text(feats))
+        row = [Text(str(u.fd)), Text(str(u.pending)), Text(str(u.total)), Text(feats)]
+        if report.surveyed:
+            f = report.serving.get(u.fd)
+            if f is None or f.serves is None:
+                serves = "?"
+            elif f.serves == report.pid:
+                serves = "this process"
+            else:
+                serves = (f"pid {f.serves} ({inert(f.serves_comm)})"
+                          + (" (inferred)" if f.serves_how == "inferred" else ""))
+            also = ", ".join(f"pid {h.pid} ({inert(h.comm)}) fd {h.fd}"
+                             for h in (f.holders if f else []) if h.pid != report.pid)
+            read = ", ".join(f"thread {r.tid} in {r.call}" + (f" via {r.via}" if r.via else "")
+                             for h in (f.held_by(report.pid) if f else []) for r in h.readers)
+            row += [Text(serves), Text(also or "-"), Text(inert(read) or "nobody")]
+        t.add_row(*row)
     return [t, Text("  " + TOTAL_NOTE, style="dim")]
 
 
@@ -363,13 +449,25 @@ def _region_rows(report: ProcessReport, flags_detail: bool
         size = lru_cache(_CACHED)(_size)
         path = lru_cache(_CACHED)(inert)
         owners = report.owners
+        elsewhere = _elsewhere(report)
         for r in report.regions:
             owner = owners.get(r.start)
             modes, *flags = by_flags(tuple(r.flags))
+            held = owner.text() if owner and (owner.fds or not elsewhere) else (
+                elsewhere if owner else "-")
             yield [(f"{r.start:x}-{r.end:x}", "", True), (size(r.end - r.start), "", False),
-                   (r.memory, "", False), modes, (owner.text() if owner else "-", "", False),
+                   (r.memory, "", False), modes, (held, "", False),
                    *flags, (path(r.path), "", False)]
     return rows
+
+
+def _elsewhere(report: ProcessReport) -> str:
+    """For a region no descriptor of the process fits: the descriptors elsewhere serving it."""
+    s = report.service
+    if s is None or not s.handlers:
+        return ""
+    mark = "?" if s.matched_by in ("inferred", "candidates") else ""
+    return ", ".join(f"pid {h.pid} fd {h.fd}{mark}" for h in s.handlers)
 
 
 def _regions(report: ProcessReport, con: Console, flags_detail: bool) -> list[RenderableType]:
@@ -452,16 +550,54 @@ def render_ps(report: PsReport, con: Console) -> None:
                       Text(str(r.stuck_threads) + ("?" if r.unseen_threads else ""),
                            style="red" if r.stuck_threads else ""))
         con.print(t)
+        for r in report.rows:
+            line = _handler_line(r)
+            if line is not None:
+                con.print(line, soft_wrap=True)
         unseen = sum(r.unseen_threads for r in report.rows)
         if unseen:
             con.print(Text(f"?: {unseen} sleeping thread(s) could not be checked for a stuck "
                            "fault; `uffdctl inspect PID` says why", style="yellow"),
                       soft_wrap=True)
     else:
-        con.print(Text(f"no process holds a userfaultfd ({report.scanned} processes scanned)"))
+        con.print(Text("no process holds a userfaultfd or waits in a fault "
+                       f"({report.scanned} processes scanned)"))
+    if report.unseen_elsewhere:
+        u = report.unseen_elsewhere
+        con.print(Text(f"{u.threads} sleeping thread(s) of processes holding no userfaultfd "
+                       f"could not be checked for a stuck fault: {inert(u.cause)}; "
+                       f"{inert(u.fix)}", style="yellow"), soft_wrap=True)
     for reason, n in report.unreadable.items():
         con.print(Text(f"{n} processes not readable: {reason}", style="yellow"),
                   soft_wrap=True)
+
+
+def _handler_line(r: procs.PsRow) -> Text | None:
+    """Under the table, for a process with something waiting or serving another: how long
+    it is stuck, who answers and whether anyone is there (gone, stopped, not-reading,
+    reading, unknown); for a handler, whom it serves."""
+    from rich.text import Text
+
+    s = r.service
+    parts = []
+    if r.stuck_threads:
+        parts.append(f"{r.stuck_threads} thread(s) stuck, the longest for "
+                     f"{_duration(r.stuck_for)}")
+    if s is not None and s.verdict is not None:
+        others = s.handlers
+        mark = " (inferred)" if s.matched_by == "inferred" else (
+            " (any of these)" if s.matched_by == "candidates" else "")
+        who = ("served by " + ", ".join(f"pid {h.pid} ({inert(h.comm)}) fd {h.fd}"
+                                        for h in others) + mark if others
+               else "served by its own descriptor" if s.files else "no descriptor found")
+        parts.append(f"{s.verdict}: {who}")
+    if r.serves:
+        parts.append("serves " + ", ".join(f"pid {pid} (fd {fd})" for fd, pid in r.serves))
+    if not parts:
+        return None
+    line = Text(f"{r.pid} {inert(r.comm)}: ", style="bold")
+    line.append("; ".join(parts), style=VERDICT_STYLE.get(s.verdict or "", "") if s else "")
+    return line
 
 
 # ----- watching -------------------------------------------------------------------------------
