@@ -751,22 +751,24 @@ def test_unknown_bits_have_valid_names_in_every_format(
     doc = doc_with_unknown_bits
     github = dict(line.split("=", 1) for line in formats.github(doc).splitlines())
     assert all(re.fullmatch(r"[a-z0-9_]+", k) for k in github), github
-    assert github["bit_20"] == "true" and github["bit_21"] == "false"
+    assert github["feature_bit_20"] == "true" and github["feature_bit_21"] == "false"
     env_text = formats.env(doc)
     assert all(re.fullmatch(r"UFFD_[A-Z0-9_]+=(0|1|'[^']*'|[A-Za-z0-9._-]+)", line)
                for line in env_text.splitlines())
-    shell = subprocess.run(["bash", "-c", env_text + 'echo "$UFFD_BIT_20 $UFFD_BIT_21"'],
-                           capture_output=True, text=True, check=True)
+    shell = subprocess.run(
+        ["bash", "-c", env_text + 'echo "$UFFD_FEATURE_BIT_20 $UFFD_FEATURE_BIT_21"'],
+        capture_output=True, text=True, check=True)
     assert shell.stdout.split() == ["1", "0"]
     labels = dict(line.split("=", 1) for line in formats.nfd(doc).splitlines()
                   if not line.startswith("#"))
     name_re = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
     prefix = formats.NFD_PREFIX + "/"
     assert all(k.startswith(prefix) and re.fullmatch(name_re, k[len(prefix):]) for k in labels)
-    assert labels[prefix + "bit-20"] == "true" and labels[prefix + "bit-21"] == "false"
+    assert labels[prefix + "feature-bit-20"] == "true"
+    assert labels[prefix + "feature-bit-21"] == "false"
     facts = json.loads(formats.ansible_facts(doc))
-    assert "bit_20" in facts["features"] and facts["capabilities"]["bit_21"] is False
-    assert all(re.fullmatch(r"[a-z0-9_]+", k) for k in facts["capabilities"])
+    assert facts["feature_bit_20"] is True and facts["feature_bit_21"] is False
+    assert all(re.fullmatch(r"[a-z0-9_]+", k) for k in facts)
 
 
 def test_unknown_bits_are_named_one_way_and_can_be_required() -> None:

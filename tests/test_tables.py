@@ -71,7 +71,8 @@ def test_one_table_moves_probe_require_formats_demo_and_inspect(
     [result] = require.check_requirements(report, [require.parse_requirement("minor:shmem")])
     assert not result.met and "RWP" in result.reason
     facts = formats.facts(documents.probe_json(report))
-    assert facts["minor_shmem_private"] is False and facts["missing_shmem_private"] is True
+    assert facts["cell_minor_shmem_private"] is False
+    assert facts["cell_missing_shmem_private"] is True
 
     # demo: refused before anything is mapped, naming the missing feature.
     cfg = demo.DemoConfig(mode="minor", backing="shmem", pages=1)

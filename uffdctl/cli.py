@@ -92,8 +92,9 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
 @click.option("--format", "-f", "fmt",
               type=click.Choice(["table", "json", "github", "env", "nfd", "facts"]),
               default=None, help="table (the default), json, github ($GITHUB_OUTPUT "
-              "lines), env (eval-safe UFFD_*=0|1), nfd (Node Feature Discovery feature file), "
-              "facts (Ansible local fact JSON; always exits 0).")
+              "lines), env (eval-safe UFFD_*=...), nfd (Node Feature Discovery feature file), "
+              "facts (Ansible local fact JSON); the last four exit 0 also where no "
+              "userfaultfd opens, 1 only for an unmet --require.")
 @click.option("--output", "-o", metavar="PATH", default=None,
               help="Write there instead of stdout: a regular file is replaced atomically "
                    "keeping its owner and mode, a symlink is written through, a device or "
@@ -102,10 +103,21 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
               show_default=True, metavar="SECONDS",
               help="How long NFD trusts the feature file (--format nfd).")
 @click.option("--require", "-r", "require_", multiple=True, metavar="NAME[,NAME...]",
-              help="Exit 1 unless NAME is available: a feature (minor_hugetlbfs), a matrix cell "
-                   "MODE:MEMORY (minor:hugetlb) or an ioctl (continue), met only with "
-                   "kernel-mode faults; NAME@user-mode when user-mode faults are enough. "
-                   "Repeatable.")
+              help="Exit 1 unless NAME holds: a feature (minor_hugetlbfs), a matrix cell "
+                   "MODE:MEMORY (minor:hugetlb), an ioctl (continue) or one that works on a "
+                   "memory type (move:shmem), met only with kernel-mode faults, NAME@user-mode "
+                   "when user-mode faults are enough; kernel-faults; method=dev_userfaultfd or "
+                   "method=syscall (that way opens); kernel>=5.13 (also >, <=, <, ==, !=, on "
+                   "MAJOR.MINOR); hugepages:2M>=64 or hugepages>=16 (free huge pages now: "
+                   "capacity). Repeatable; the language is in uffdctl-probe(1), REQUIREMENTS.")
+@click.option("--require-profile", "-P", "profile_names", multiple=True, metavar="NAME",
+              help="Exit 1 unless everything consumer profile NAME needs holds, each "
+                   "requirement reported as NAME: EXPRESSION (qemu-postcopy-anon, "
+                   "firecracker-uffd-anon, criu-lazy-pages, ...). Repeatable.")
+@click.option("--list-profiles", is_flag=True,
+              help="Print every consumer profile: its requirements and where the consumer's "
+                   "source shows each (repository, file, function); with --json as JSON. "
+                   "Probes nothing; exit 0.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only unmet requirements.")
 @click.option("--no-ioctl-check", is_flag=True,
               help="Report the ioctls UFFDIO_REGISTER lists without trying each one.")
@@ -117,22 +129,26 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
               help="The answer for that user as a fresh login: its groups, no capabilities, "
                    "no seccomp filter (needs root).")
 def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
-          require_: tuple[str, ...], quiet: bool, no_ioctl_check: bool, pid: int | None,
-          user: str | None) -> int:
+          require_: tuple[str, ...], profile_names: tuple[str, ...], list_profiles: bool,
+          quiet: bool, no_ioctl_check: bool, pid: int | None, user: str | None) -> int:
     """What this kernel's userfaultfd can do for this process, found out for real.
 
     \b
     Exit status: 0 every --require met, 1 a requirement missing, 2 usage error,
-    3 no userfaultfd can be opened at all, 4 --pid names no user process, 5 --pid/--user
-    without root (--format facts: always 0).
+    3 no userfaultfd can be opened at all (table and json; github, env, nfd and facts
+    exit 0 then, or 1 for an unmet --require, after writing every key), 4 --pid names no
+    user process, 5 --pid/--user without root.
     \b
     Examples:
       uffdctl probe
       uffdctl probe --json | jq '.matrix[] | select(.ok) | .memory + ":" + .mode'
       uffdctl probe -q --require minor:hugetlb,continue || echo "no minor faults here"
       uffdctl probe -q --require minor:shmem@user-mode   # user-mode faults are enough
+      uffdctl probe -q -r 'kernel>=5.13' -r move:anon -r 'hugepages:2M>=64'
+      uffdctl probe -q --require-profile qemu-postcopy-hugetlbfs
+      uffdctl probe --list-profiles
       uffdctl probe --format github            # in a GitHub Actions step with id: uffd
-      eval "$(uffdctl probe --format env)"; [ "$UFFD_MINOR_SHMEM" = 1 ]
+      eval "$(uffdctl probe --format env)"; [ "$UFFD_CELL_MINOR_SHMEM" = 1 ]
       uffdctl probe --format nfd -o /etc/kubernetes/node-feature-discovery/features.d/uffd
       sudo uffdctl probe --pid "$(pidof qemu-system-x86_64)" --require minor:shmem
       sudo uffdctl probe --user qemu
@@ -140,6 +156,9 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
     from . import probe as logic
     from . import require
 
+    if list_profiles:
+        return _list_profiles(as_json or fmt == "json", fmt, output, require_, profile_names,
+                              pid, user)
     if as_json and fmt not in (None, "json"):
         raise click.UsageError("--json and --format are two ways to say the same: use one")
     fmt = "json" if as_json else fmt or "table"
@@ -151,6 +170,7 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
         requirements = [require.parse_requirement(n) for n in _split_requirements(require_)]
     except require.RequirementError as exc:
         raise click.BadParameter(str(exc), param_hint="'--require'") from None
+    requirements += _profile_requirements(profile_names)
     from .render import documents
 
     def run(check_ioctls: bool) -> logic.ProbeReport:
@@ -162,16 +182,19 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
 
     if fmt == "facts":
         # Ansible runs this as an executable fact: any exit but 0 turns the fact into an
-        # error, so the answer is a JSON object and exit 0 even when nothing works.
+        # error, so the answer is a JSON object with every key even when the probe itself
+        # cannot run (a --pid that went away); exit 1 only for an unmet --require.
         from .render import formats
 
         try:
-            doc = documents.probe_json(run(not no_ioctl_check))
+            report = run(not no_ioctl_check)
         except errors.UffdctlError as exc:
-            doc = documents.probe_error_json(exc)
-        formats.deliver("facts", doc, output)
-        return errors.OK
-    report = run(not no_ioctl_check)
+            formats.deliver("facts", documents.probe_error_json(exc), output)
+            for req in requirements:  # nothing to check them against: each is unmet
+                click.echo(f"uffdctl: requirement {req.text} not met: {exc.cause}", err=True)
+            return errors.FAILED if requirements else errors.OK
+    else:
+        report = run(not no_ioctl_check)
     results = require.check_requirements(report, requirements)
     if fmt == "table":
         if not quiet:
@@ -192,9 +215,50 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
     for r in results:
         if not r.met:
             click.echo(f"uffdctl: requirement {r.requirement.text} not met: {r.reason}", err=True)
-    if not report.usable:
+    # The flat formats set outputs, labels and facts: a CI step or a node agent running them
+    # must not fail where userfaultfd is unavailable (their keys say so, with the reason);
+    # only an unmet --require fails them, and only after every key is written.
+    if not report.usable and fmt in ("table", "json"):
         return errors.UNAVAILABLE
     return errors.FAILED if any(not r.met for r in results) else errors.OK
+
+
+def _profile_requirements(names: tuple[str, ...]) -> list[Any]:
+    """The requirements of each --require-profile, in order; an unknown name is a usage error
+    with the close ones."""
+    if not names:
+        return []
+    from . import profiles
+
+    out: list[Any] = []
+    for name in names:
+        try:
+            out += profiles.profile(name).parsed()
+        except profiles.UnknownProfile as exc:
+            raise click.BadParameter(str(exc), param_hint="'--require-profile'") from None
+    return out
+
+
+def _list_profiles(as_json: bool, fmt: str | None, output: str | None,
+                   require_: tuple[str, ...], profile_names: tuple[str, ...], pid: int | None,
+                   user: str | None) -> int:
+    """probe --list-profiles: the profiles as data, nothing probed."""
+    given = [opt for opt, on in (("--require", require_), ("--require-profile", profile_names),
+                                 ("--pid", pid is not None), ("--user", user is not None),
+                                 ("--output", output is not None)) if on]
+    if given:
+        raise click.UsageError(f"--list-profiles probes nothing: drop {', '.join(given)}")
+    if fmt not in (None, "json", "table"):
+        raise click.UsageError("--list-profiles prints a table, or JSON with --json")
+    from . import profiles
+
+    if as_json:
+        from .output import dump_json
+
+        dump_json(profiles.to_json())
+    else:
+        click.echo(profiles.to_text(), nl=False)
+    return errors.OK
 
 
 # ----- demo -------------------------------------------------------------------------------

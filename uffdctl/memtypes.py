@@ -6,6 +6,16 @@ Each type knows how to allocate an area, how to map a second view of the same pa
 "alias" that minor faults are resolved through; anonymous memory has none) and how to
 release both.  Everything that touches memory goes through these operations, so the probe,
 the demos and the tests all exercise the same five kinds of mapping.
+
+``allocate(pages, page_size, noreserve=True)`` maps with MAP_NORESERVE: nothing is set aside
+at mmap() for the faults to come.  For hugetlbfs that is the difference between "can this
+kernel register huge page memory" and "is a huge page free now": do_mmap() (mm/mmap.c) sets
+VM_NORESERVE for MAP_NORESERVE on a hugetlbfs file whatever vm.overcommit_memory says, and
+hugetlb_reserve_pages() (mm/hugetlb.c) then takes no reservation, so the mmap() succeeds with
+an empty pool where a reserving one fails with ENOMEM (seen on 6.18 with vm.nr_hugepages=0,
+2 MB and 1 GB pages alike).  UFFDIO_REGISTER never faults a page in, so the probe registers
+on such memory; a first touch there with no free page is SIGBUS, so anything that touches or
+fills pages (the demos, UFFDIO_COPY, a write through the alias) maps with reservation.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from . import hugepages, uffd
 
@@ -39,6 +49,12 @@ class Area:
         return self.addr + index * self.page_size
 
 
+class Allocate(Protocol):
+    """(pages, page_size, noreserve) -> Area; ``noreserve``: MAP_NORESERVE (module doc)."""
+
+    def __call__(self, pages: int, page_size: int, noreserve: bool = False) -> Area: ...
+
+
 class MemoryType(NamedTuple):
     """A memory type as the kernel selftests have them (uffd-common.c): its operations."""
 
@@ -46,7 +62,7 @@ class MemoryType(NamedTuple):
     kind: str  # "anon", "shmem" or "hugetlb": what smaps and the features call it
     shared: bool
     description: str
-    allocate: Callable[[int, int], Area]  # (pages, page_size) -> Area
+    allocate: Allocate  # (pages, page_size, noreserve=False) -> Area
     map_alias: Callable[[Area], None]  # adds a second view of the same pages
     release: Callable[[Area], None]
 
@@ -62,23 +78,33 @@ class MemoryType(NamedTuple):
 _RW = uffd.PROT_READ | uffd.PROT_WRITE
 
 
-def _anon_allocate(pages: int, page_size: int) -> Area:
+def _noreserve(noreserve: bool) -> int:
+    # On anonymous memory and shmem MAP_NORESERVE only skips the commit charge (with
+    # vm.overcommit_memory 0 or 1): the registration it is used for is the same either way.
+    return uffd.MAP_NORESERVE if noreserve else 0
+
+
+def _anon_allocate(pages: int, page_size: int, noreserve: bool = False) -> Area:
     length = pages * page_size
-    return Area("anon", uffd.mmap(length, _RW, uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS), length,
-                page_size)
+    flags = uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS | _noreserve(noreserve)
+    return Area("anon", uffd.mmap(length, _RW, flags), length, page_size)
 
 
 def _anon_alias(area: Area) -> None:
     raise uffd.UffdError("alias", 22, "anonymous private memory has no second view")
 
 
-def _memfd_allocate(memory: str, shared: bool, huge: bool) -> Callable[[int, int], Area]:
-    def allocate(pages: int, page_size: int) -> Area:
+def _memfd_allocate(memory: str, shared: bool, huge: bool) -> Allocate:
+    def allocate(pages: int, page_size: int, noreserve: bool = False) -> Area:
         length = pages * page_size
+        # A huge page size the kernel has no hstate for: memfd_create() fails with ENODEV
+        # (hugetlb_file_setup() in fs/hugetlbfs/inode.c), ENOSYS without CONFIG_HUGETLBFS.
         fd = uffd.memfd_create(f"uffdctl-{memory}", huge_page_size=page_size if huge else 0)
         try:
+            # memfd_create() passes VM_NORESERVE for its hugetlbfs file (mm/memfd.c), so the
+            # size reserves nothing either: a reservation is taken at mmap() or never.
             uffd.ftruncate(fd, length)
-            flags = uffd.MAP_SHARED if shared else uffd.MAP_PRIVATE
+            flags = (uffd.MAP_SHARED if shared else uffd.MAP_PRIVATE) | _noreserve(noreserve)
             addr = uffd.mmap(length, _RW, flags, fd)
         except BaseException:
             os.close(fd)
@@ -122,9 +148,10 @@ MEMORY_TYPES: tuple[MemoryType, ...] = (
 MEMORY_BY_NAME = {m.name: m for m in MEMORY_TYPES}
 
 
-def allocate(name: str, pages: int, huge_page_size: int | None = None) -> Area:
+def allocate(name: str, pages: int, huge_page_size: int | None = None,
+             noreserve: bool = False) -> Area:
     mt = MEMORY_BY_NAME[name]
-    return mt.allocate(pages, mt.page_size(huge_page_size))
+    return mt.allocate(pages, mt.page_size(huge_page_size), noreserve)
 
 
 def release(area: Area) -> None:

@@ -6,6 +6,13 @@ registered, with each resolving ioctl the kernel lists for the range tried witho
 The kernel over-reports (userfaultfd_register() hands back UFFD_API_RANGE_IOCTLS for any
 non-hugetlb range, so MOVE is listed on shmem and fails there), so "listed" and "works" are
 kept apart.
+
+Capability and capacity are kept apart too.  A cell says what the kernel and this caller can
+do, whatever the huge page pools hold now: it is registered on memory mapped with
+MAP_NORESERVE (memtypes), which takes no huge page and needs none, since UFFDIO_REGISTER never
+faults a page in.  Only the ioctl tries that put a page into the range (copy, continue, ...)
+need a free huge page; without one they are "untested", never failing.  What the pools hold
+now, and whether each `demo` could run on hugetlb now, is :func:`capacity`.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ class Cell:
 
     memory: str
     mode: str
-    status: str  # ok, unsupported, denied, no-hugepages, error
+    status: str  # ok, unsupported, denied, error
     errno: str | None = None
     error: str | None = None
     fix: str | None = None
@@ -130,6 +137,96 @@ class ProbeReport:
         return next((f for f in self.api.features if f.name == key), None)
 
 
+# ----- capacity: what the pools hold now --------------------------------------------------------
+
+@dataclass
+class PoolCapacity:
+    """One huge page size now: volatile, never a capability."""
+
+    size_kb: int
+    total: int  # nr_hugepages
+    free: int  # free_hugepages less resv_hugepages: what a new mapping can get now
+    default: bool
+
+
+@dataclass
+class DemoCapacity:
+    """Could `uffdctl demo MODE` (as is, on hugetlb) run now, with the pages free now?"""
+
+    demo: str  # minor, missing, wp
+    backing: str  # always "hugetlb": the backing whose pages come and go
+    size_kb: int  # the default huge page size (0: no huge page pool)
+    needs: int  # huge pages the demo maps as is
+    free: int  # free now and not claimed by a running uffdctl (hugepages.unclaimed)
+    can_run: bool
+    why: str = ""  # why not, one line ("" when it can)
+
+
+@dataclass
+class Capacity:
+    pools: list[PoolCapacity]
+    demos: list[DemoCapacity]
+
+
+def capacity(report: ProbeReport) -> Capacity:
+    """The volatile half of the answer: huge pages free and in total per size now, and
+    whether each demo could run on hugetlb now without growing a pool (as root the demo
+    reserves what is missing itself).  Read from the pools the probe read, plus the claims of
+    uffdctl runs in progress (a demo claims its pages before it maps them)."""
+    from . import scenarios  # the demos' own needs; not imported on the plain probe path
+
+    pools = [PoolCapacity(p.size_kb, p.nr, p.available, p.default)
+             for p in report.hugepages.pools]
+    pool = report.hugepages.pool()
+    free = hugepages.unclaimed(pool) if pool is not None else 0
+    demos = []
+    for mode, scenario in scenarios.SCENARIOS.items():
+        cfg = scenarios.DemoConfig(mode=mode)  # the demo as is, no options
+        # Its pages, and as many for the floor's unregistered mapping (demo._hugepages()).
+        need = 2 * cfg.pages
+        why = ""
+        if report.api is None:
+            cause, _ = report.access.summary()
+            why = f"no userfaultfd can be opened: {cause}"
+        elif lacking := scenario.lacking("hugetlb", cfg, report.api.features_mask):
+            why = advice.not_offered(lacking)
+        elif not (cell := report.cell(scenario.register_mode, "hugetlb")) or not cell.ok:
+            why = (f"{scenario.register_mode} does not register on hugetlb here: "
+                   f"{(cell.error or cell.status) if cell else 'not probed'}")
+        elif pool is None:
+            why = "no huge page pool of the default size"
+        elif free < need:
+            why = f"{free} of {need} free {pool.size_kb} kB huge pages"
+        demos.append(DemoCapacity(mode, "hugetlb", pool.size_kb if pool else 0, need, free,
+                                  not why, why))
+    return Capacity(pools, demos)
+
+
+# ----- the answer in one line ---------------------------------------------------------------
+
+@dataclass
+class Outline:
+    """What `probe` says first, as plain data: which faults, how, where minor faults
+    register, and the free huge pages per size (render.probe words it)."""
+
+    kernel_faults: bool
+    method: str | None  # the way the probe's descriptors were opened; None: nothing opens
+    cause: str  # why kernel-mode faults are refused ("" when they are there)
+    minor_on: list[str]  # kinds of memory ("shmem", "hugetlb") where a minor cell registers
+    pools: list[PoolCapacity]
+
+
+def outline(report: ProbeReport) -> Outline:
+    kinds = {mt.name: mt.kind for mt in memtypes.MEMORY_TYPES}
+    minor_on = list(dict.fromkeys(kinds[c.memory] for c in report.matrix
+                                  if c.mode == "minor" and c.ok))
+    verdict = report.access.verdict
+    return Outline(report.api.kernel_faults if report.api else False,
+                   report.api.method if report.api else None,
+                   verdict.cause if not verdict.kernel_faults else "", minor_on,
+                   capacity(report).pools)
+
+
 # ----- the handshake and features -----------------------------------------------------------
 
 Opener = Callable[[], uffd.Userfaultfd]
@@ -161,13 +258,26 @@ def probe_api(open_fd: Opener, method: str) -> Api:
 
 # ----- the registration matrix --------------------------------------------------------------
 
+# The tries that put a page into the range: COPY, ZEROPAGE and MOVE fill it, CONTINUE maps the
+# page written through the alias.  On hugetlbfs that page comes from the pool
+# (hugetlb_mfill_atomic_pte() in mm/hugetlb.c), so these are tried on reserving memory, and
+# with no free huge page they are untested (capacity), not failing: into an unreserved range
+# with an empty pool 6.18 answers UFFDIO_COPY with EEXIST, which would read as a failure.
+# WAKE touches nothing, WRITEPROTECT on an empty range only installs uffd-wp markers
+# (hugetlb_change_protection()) and POISON a marker (hugetlb_mfill_atomic_pte(),
+# MFILL_ATOMIC_POISON): tried on MAP_NORESERVE memory, they need no free page at all.
+NEEDS_A_PAGE = frozenset({"copy", "zeropage", "move", "continue"})
+NO_FREE_HUGE_PAGE = "no free huge page to try it on"
+
+
 def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: int,
                  page_size: int, scratch: int) -> str | None:
     """Try one resolving ioctl on a fresh registered page, without blocking and without this
     thread ever touching the registered mapping.  Returns None when it worked, else errno
-    (ENOMEM when another program took the free huge page meanwhile: counted as untested)."""
+    (ENOMEM from a reserving mmap(): no free huge page, or another program took it
+    meanwhile: counted as untested)."""
     try:
-        area = mt.allocate(1, page_size)
+        area = mt.allocate(1, page_size, noreserve=name not in NEEDS_A_PAGE)
     except uffd.UffdError as exc:
         return exc.errname
     try:
@@ -209,10 +319,30 @@ def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: 
     return None
 
 
+# memfd_create(MFD_HUGETLB) for a size the kernel has no hugetlb for (hugetlb_file_setup() in
+# fs/hugetlbfs/inode.c): ENODEV no hstate of that size, ENOENT no hugetlbfs mount for it
+# (hugetlbfs disabled: no supported huge page size), ENOSYS no CONFIG_HUGETLBFS (the stub in
+# include/linux/hugetlb.h).  The kernel cannot do hugetlb there at all: unsupported.
+_NO_HUGETLB = {_errno.ENODEV, _errno.ENOENT, _errno.ENOSYS}
+
+
+def _no_hugetlb_fix(err: int) -> str:
+    if err == _errno.ENOSYS:
+        return "use a kernel built with CONFIG_HUGETLBFS=y"
+    if err == _errno.ENOENT:
+        return ("give the machine a CPU (or VM) with huge page support: the kernel disabled "
+                "hugetlbfs for want of a supported huge page size")
+    sizes = ", ".join(f"{p.size_kb} kB" for p in hugepages.read_pools().pools)
+    return (f"use a huge page size this kernel has ({sizes})" if sizes else
+            "boot with hugepagesz=SIZE for a size the CPU supports")
+
+
 def probe_cell(open_fd: Opener, offered: int, mt: memtypes.MemoryType, mode: str,
-               check: bool = True) -> Cell:
+               check: bool = True, huge_page_size: int | None = None) -> Cell:
+    """Register ``mode`` on one page of ``mt`` for real (the default huge page size, or
+    ``huge_page_size`` bytes, for hugetlb), and try each ioctl the kernel lists (``check``)."""
     cell = Cell(mt.name, mode, "ok")
-    page_size = mt.page_size()
+    page_size = mt.page_size(huge_page_size)
     value = abi.mode_value(mode)
     # What a real program requests first (abi.MODE_SUPPORT): a kernel that does not offer it
     # cannot do the mode, whatever the memory; said before any huge page is needed, so a
@@ -224,12 +354,16 @@ def probe_cell(open_fd: Opener, offered: int, mt: memtypes.MemoryType, mode: str
         cell.fix = advice.newer_kernel(missing)
         return cell
     try:
-        area = mt.allocate(1, page_size)
+        # MAP_NORESERVE: no huge page is taken or needed (memtypes), so a hugetlb cell is the
+        # same with an empty pool as with a full one.
+        area = mt.allocate(1, page_size, noreserve=True)
     except uffd.UffdError as exc:
         cell.errno = exc.errname
-        if mt.kind == "hugetlb" and exc.errno == _errno.ENOMEM:
-            cell.status, cell.error = "no-hugepages", "no free huge pages"
-            cell.fix = advice.reserve_hugepages(page_size)
+        if mt.kind == "hugetlb" and exc.step == "memfd_create" and exc.errno in _NO_HUGETLB:
+            cell.status = "unsupported"
+            cell.error = (f"this kernel has no hugetlb pages of {page_size // 1024} kB "
+                          f"(memfd_create: {exc.errname})")
+            cell.fix = _no_hugetlb_fix(exc.errno or 0)
         else:
             cell.status = "error"
             cell.error = f"{exc.step} failed: {abi.errno_meaning(exc.step, exc.errno or 0)}"
@@ -246,8 +380,7 @@ def probe_cell(open_fd: Opener, offered: int, mt: memtypes.MemoryType, mode: str
                     exc.errno or 0, "error")
                 return cell
             u.unregister(area.addr, area.length)
-            # Give the huge page back before the checks, which need pages of their own.
-            mt.release(area)
+            mt.release(area)  # the checks map pages of their own
             cell.ioctls = abi.ioctl_names(cell.ioctls_mask)
             if check:
                 _check_listed(u, cell, mt, value, page_size)
@@ -264,8 +397,8 @@ def _check_listed(u: uffd.Userfaultfd, cell: Cell, mt: memtypes.MemoryType, mode
         uffd.fill(scratch, 0xA5, page_size)
         for name in cell.ioctls:
             failed = _check_ioctl(u, name, mt, mode, page_size, scratch)
-            if failed == "ENOMEM" and mt.kind == "hugetlb":
-                cell.untested_ioctls[name] = "no free huge page to try it on"
+            if failed == "ENOMEM" and mt.kind == "hugetlb" and name in NEEDS_A_PAGE:
+                cell.untested_ioctls[name] = NO_FREE_HUGE_PAGE
             elif failed:
                 cell.failing_ioctls[name] = failed
     finally:

@@ -271,14 +271,44 @@ def _exec_start(path: str) -> float | None:
     return None
 
 
+def _last_cpu(pid: int, tid: int) -> int | None:
+    """The CPU the thread last ran on: /proc/PID/task/TID/stat field 39 (fs/proc/array.c
+    do_task_stat(), task_cpu())."""
+    text = read_detail(f"/proc/{pid}/task/{tid}/stat") or ""
+    rest = text[text.rfind(")") + 1:].split()
+    try:
+        return int(rest[36])
+    except (IndexError, ValueError):
+        return None
+
+
 def not_run_for(pid: int, tid: int) -> float | None:
-    """Seconds since the thread last ran, from its se.exec_start against this thread's
-    (which is running now, so its exec_start is the scheduler's clock within a tick).  For a
-    thread blocked in a fault that is how long it has been blocked, a non-fatal signal
-    restarting the fault being the one thing that makes it look shorter.  None where the file
-    is missing or the thread went."""
-    then = _exec_start(f"/proc/{pid}/task/{tid}/sched")
-    now = _exec_start("/proc/thread-self/sched")
+    """Seconds since the thread last ran: its se.exec_start against this thread's, read
+    while this thread runs on the CPU the other last ran on.  exec_start is that CPU's task
+    clock (rq_clock_task(), kernel/sched/fair.c update_curr()), which excludes IRQ and steal
+    time where the kernel accounts them and drifts apart between CPUs under steal (seconds,
+    seen in a loaded VM): compared on one CPU the figure is that CPU's clock, a lower bound
+    of the wall time.  For a thread blocked in a fault it is how long it has been blocked, a
+    non-fatal signal restarting the fault being the one thing that makes it shorter.  None
+    where the files are missing or the thread went."""
+    cpu = _last_cpu(pid, tid)
+    try:
+        before = os.sched_getaffinity(0)
+    except OSError:
+        before = None
+    moved = False
+    if cpu is not None and before is not None and cpu in before:
+        try:
+            os.sched_setaffinity(0, {cpu})
+            moved = True
+        except OSError:
+            pass  # a cpuset that forbids it: both clocks read anyway, maybe across CPUs
+    try:
+        then = _exec_start(f"/proc/{pid}/task/{tid}/sched")
+        now = _exec_start("/proc/thread-self/sched")
+    finally:
+        if moved and before is not None:
+            os.sched_setaffinity(0, before)
     if then is None or now is None:
         return None
     return max(0.0, (now - then) / 1000.0)

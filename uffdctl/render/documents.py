@@ -20,7 +20,21 @@ if TYPE_CHECKING:
 
 # 2: api.kernel_faults, requirements[].needs_kernel_faults; a requirement is met only with
 # kernel-mode faults unless it says @user-mode.
-PROBE_SCHEMA_VERSION = 2
+# 3: capability apart from capacity.  A matrix cell no longer depends on free huge pages (it
+# is registered on MAP_NORESERVE memory), so status "no-hugepages" is gone: a kernel without
+# hugetlb of the size is "unsupported" (errno ENODEV, ENOENT or ENOSYS from memfd_create);
+# tries that needed a free huge page are in untested_ioctls.  New: capacity {hugepages,
+# demos}, what the pools hold now and whether each demo could run on hugetlb now.
+PROBE_SCHEMA_VERSION = 3
+
+
+def size_name(size_kb: int) -> str:
+    """A huge page size as a key part: 2048 -> "2m", 1048576 -> "1g", 64 -> "64k"."""
+    if size_kb % (1 << 20) == 0:
+        return f"{size_kb >> 20}g"
+    if size_kb % 1024 == 0:
+        return f"{size_kb >> 10}m"
+    return f"{size_kb}k"
 
 
 # ----- the JSON text ------------------------------------------------------------------------------
@@ -29,7 +43,7 @@ PROBE_SCHEMA_VERSION = 2
 
 def probe_json(report: ProbeReport, results: list[RequirementResult] | None = None
                ) -> dict[str, Any]:
-    """The `uffdctl probe --json` document (schema_version 2):
+    """The `uffdctl probe --json` document (schema_version 3):
 
     kernel: {release, machine, config: {CONFIG_...: "y"|"n"|"m"} | null, config_source,
              config_not_in_release: {CONFIG_...: release that added it}}
@@ -45,16 +59,21 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
     hugepages: {default_size_kb, mounts, pools: [{size_kb, nr, free, reserved, surplus,
                 overcommit, default}], leftover: [{pid, size_kb, pages, given_back, left,
                 record, why, fix}]}
+    capacity: {hugepages: [{size_kb, size, default, total, free}],
+               demos: [{demo, backing, size_kb, needs, free, can_run, why}]}
     requirements: [{name, kind, key, needs_kernel_faults, met, reason}]
     caller: {name, pid, uid, gid, groups, cap_eff, no_new_privs, seccomp, seccomp_filters,
              initial_userns, copied: [what], inferred: [what]} | null (probe --pid/--user)
     """
+    from ..probe import capacity
+
     ctx = report.access.context
     verdict = report.access.verdict
     api = report.api
+    now = capacity(report)
     requirements = [{"name": r.requirement.text, "kind": r.requirement.kind,
                      "key": r.requirement.key,
-                     "needs_kernel_faults": not r.requirement.user_mode,
+                     "needs_kernel_faults": r.requirement.needs_kernel_faults,
                      "met": r.met, "reason": r.reason}
                     for r in results or []]
     return {
@@ -106,6 +125,16 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
                           "given_back": x.given_back, "left": x.left, "record": x.record,
                           "why": x.why or None, "fix": advice.leftover(x)[1] or None}
                          for x in report.leftover],
+        },
+        # Volatile: what the pools hold now.  Never part of a capability (formats keeps the
+        # two apart: capacity_* keys, and no NFD label).
+        "capacity": {
+            "hugepages": [{"size_kb": p.size_kb, "size": size_name(p.size_kb),
+                           "default": p.default, "total": p.total, "free": p.free}
+                          for p in now.pools],
+            "demos": [{"demo": d.demo, "backing": d.backing, "size_kb": d.size_kb,
+                       "needs": d.needs, "free": d.free, "can_run": d.can_run,
+                       "why": d.why or None} for d in now.demos],
         },
         "requirements": requirements,
         "caller": None if report.caller is None else dataclasses.asdict(report.caller),

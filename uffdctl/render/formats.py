@@ -1,19 +1,44 @@
 """The probe's answer in the formats CI systems and fleets already read.
 
 Every format is built from the probe's JSON document (documents.probe_json), so a value means
-the same thing everywhere: a feature is true when this process can use it (offered by the
-kernel and accepted on a fresh descriptor), a cell MODE:MEMORY when a real registration
-succeeded, an ioctl when some working cell hands it back and it did not fail when tried; and
-each only with kernel-mode faults (api.kernel_faults).  A process that can open nothing but a
-UFFD_USER_MODE_ONLY descriptor (unprivileged, vm.unprivileged_userfaultfd=0) gets false
-everywhere: the QEMU, Firecracker, vhost or O_DIRECT user these outputs gate would fault
-from the kernel and get EFAULT.  ``user_mode_faults`` and ``method`` say what it does have.
+the same thing everywhere, and every format carries the same keys, in two kinds kept apart:
 
-- github: ``name=value`` lines for $GITHUB_OUTPUT (appended, as GitHub expects).
-- env: ``UFFD_...=0|1`` lines, safe to ``eval`` (names [A-Z0-9_], values 0/1 or quoted).
-- nfd: a Node Feature Discovery local feature file (features.d): prefixed label names, an
-  ``# +expiry-time=`` directive, written to a temporary file and renamed into place.
-- facts: the JSON an Ansible executable local fact prints (always exit 0).
+Capability, a function of the kernel and the caller only (stable: fit for a node label):
+
+- ``userfaultfd`` (= ``kernel_faults``): a descriptor that handles kernel-mode faults opens
+  (the syscall or /dev/userfaultfd); ``user_mode_faults``: any opens, UFFD_USER_MODE_ONLY too;
+- ``method``: syscall, dev_userfaultfd, syscall_user_mode_only or none; ``kernel``: the
+  release; ``reason``: "" when kernel-mode faults work, else the one-line cause and fix;
+- ``feature_<key>`` for every feature uffdctl knows, offered or not, and ``feature_bit_N`` for
+  a bit it does not know that the kernel offers: offered and accepted on a fresh descriptor;
+- ``cell_<mode>_<memory>`` for every register mode x memory type of the matrix (missing+wp on
+  shmem-private is ``cell_missing_wp_shmem_private``): a real registration succeeded;
+- ``ioctl_<key>`` for each resolving ioctl: a working cell hands it back and it did not fail
+  when tried (untried for want of a free huge page is not failing).
+
+Features, cells and ioctls hold only with kernel-mode faults (api.kernel_faults): a process
+that can open nothing but a UFFD_USER_MODE_ONLY descriptor (unprivileged,
+vm.unprivileged_userfaultfd=0) gets false everywhere, since the QEMU, Firecracker, vhost or
+O_DIRECT user these outputs gate would fault from the kernel and get EFAULT.
+
+Capacity, what the huge page pools hold now (volatile: never an NFD label):
+
+- ``capacity_hugepages_free_<size>``, ``capacity_hugepages_total_<size>`` (integers) for each
+  pool present (size 2m, 1g, 64k, ...);
+- ``capacity_demo_<mode>_hugetlb`` for minor, missing and wp: that demo could run on hugetlb
+  now, with the pages free now.
+
+Every key of both lists is in every run, also when no userfaultfd opens at all (false, with
+the cause in ``reason``) or the probe could not run (facts).  The formats:
+
+- github: ``key=value`` lines for $GITHUB_OUTPUT (appended, as GitHub expects).
+- env: ``UFFD_<KEY>=...`` lines, safe to ``eval`` (``userfaultfd`` is ``UFFD_AVAILABLE``;
+  booleans 0/1, integers as they are, strings shell-quoted).
+- nfd: a Node Feature Discovery local feature file (features.d): the capability keys but
+  ``reason`` as prefixed labels (``_`` written ``-``), an ``# +expiry-time=`` directive,
+  written to a temporary file and renamed into place.
+- facts: the JSON object an Ansible executable local fact prints, every key at the top level,
+  with ``available`` (= ``userfaultfd``) and ``schema_version``.
 
 Names are valid in every format: a feature bit this uffdctl does not know yet is ``bit_N``
 (abi.bit_names), and any name is reduced to [a-z0-9_] before it becomes a key, a variable or
@@ -29,15 +54,26 @@ import re
 import shlex
 import stat as _stat
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
-from .. import abi
+from .. import abi, memtypes
 from ..output import json_text
 
 # NFD accepts feature.node.kubernetes.io and its sub-namespaces without extra configuration.
 NFD_PREFIX = "uffd.feature.node.kubernetes.io"
 NFD_DEFAULT_EXPIRY_S = 7200
 NFD_MAX_BYTES = 64 * 1024  # nfd-worker ignores a larger feature file
+
+# The capability keys that are not a feature, a cell or an ioctl.
+BASE_KEYS = ("userfaultfd", "kernel_faults", "user_mode_faults", "method", "kernel", "reason")
+# The demos capacity_demo_<mode>_hugetlb speaks of: scenarios.SCENARIOS (a test checks), named
+# here so that the keys exist when the probe could not run and nothing says which there are.
+DEMOS = ("minor", "missing", "wp")
+# Capability keys that are not labels: the cause is text for people, not for a selector.
+NOT_LABELS = frozenset({"reason"})
+
+Value = bool | int | str
 
 
 def cell_name(mode: str, memory: str) -> str:
@@ -54,6 +90,35 @@ def fact_name(name: str, bit: int | None = None) -> str:
     return key or "unnamed"
 
 
+def feature_key(name: str, bit: int | None = None) -> str:
+    return "feature_" + fact_name(name, bit)
+
+
+def cell_key(mode: str, memory: str) -> str:
+    return "cell_" + cell_name(mode, memory)
+
+
+def ioctl_key(key: str) -> str:
+    return "ioctl_" + fact_name(key)
+
+
+def capability_keys() -> list[str]:
+    """Every capability key present in every run (feature_bit_N of a bit this uffdctl does
+    not know comes on top where the kernel offers one)."""
+    return [*BASE_KEYS, *(feature_key(f.key) for f in abi.FEATURES),
+            *(cell_key(mode, mt.name) for mt in memtypes.MEMORY_TYPES
+              for mode in abi.MATRIX_MODES),
+            *(ioctl_key(i.key) for i in abi.RESOLVING_IOCTLS)]
+
+
+def capacity_keys(sizes: Iterable[str]) -> list[str]:
+    """Every capacity key of a run whose huge page pools have these sizes ("2m", "1g")."""
+    sizes = [fact_name(s) for s in sizes]
+    return [*(f"capacity_hugepages_free_{s}" for s in sizes),
+            *(f"capacity_hugepages_total_{s}" for s in sizes),
+            *(f"capacity_demo_{d}_hugetlb" for d in DEMOS)]
+
+
 def usable_ioctls(doc: dict[str, Any]) -> set[str]:
     found: set[str] = set()
     for c in doc.get("matrix") or []:
@@ -67,27 +132,13 @@ def kernel_faults(doc: dict[str, Any]) -> bool:
     return bool((doc.get("api") or {}).get("kernel_faults"))
 
 
-def facts(doc: dict[str, Any]) -> dict[str, Any]:
-    """Flat booleans by name: the one table every format below is printed from.
-
-    userfaultfd and kernel_faults: a descriptor handling kernel-mode faults opens (the gate
-    CI reads: the same value, the second name saying what it means); user_mode_faults: any
-    opens, UFFD_USER_MODE_ONLY too.  The rest hold only with kernel-mode faults."""
-    kernel = kernel_faults(doc)
-    out: dict[str, Any] = {"userfaultfd": kernel, "kernel_faults": kernel,
-                           "user_mode_faults": bool((doc.get("access") or {}).get("usable"))}
-    for f in (doc.get("api") or {}).get("features") or []:
-        out[fact_name(f["name"], f.get("bit"))] = kernel and bool(f.get("usable"))
-    for c in doc.get("matrix") or []:
-        out[cell_name(c["mode"], c["memory"])] = kernel and bool(c.get("ok"))
-    ioctls = usable_ioctls(doc) if kernel else set()
-    for ioctl in abi.RESOLVING_IOCTLS:
-        out[f"ioctl_{ioctl.key}"] = ioctl.key in ioctls
-    return out
-
-
 def _kernel(doc: dict[str, Any]) -> str:
     return str((doc.get("kernel") or {}).get("release", ""))
+
+
+def _one_line(text: str) -> str:
+    """Control characters (line breaks too) as spaces: a value is one line in every format."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", text)
 
 
 def method(doc: dict[str, Any]) -> str:
@@ -98,24 +149,89 @@ def method(doc: dict[str, Any]) -> str:
     return fact_name(name) if name else "none"
 
 
+def reason(doc: dict[str, Any]) -> str:
+    """"" when kernel-mode faults work; else why not, and the fix, in one line: the access
+    verdict (every cause once), or why the probe could not run at all."""
+    if "error" in doc:  # the CLI's error line, less the program's name
+        return _one_line(str(doc["error"])).removeprefix("uffdctl: ")
+    if kernel_faults(doc):
+        return ""
+    verdict = (doc.get("access") or {}).get("verdict") or {}
+    cause = verdict.get("cause") or "no userfaultfd that handles kernel-mode faults opens"
+    fix = verdict.get("fix")
+    return _one_line(cause + (f"; fix: {fix}" if fix else ""))
+
+
+def capability(doc: dict[str, Any]) -> dict[str, Value]:
+    """Every capability key (capability_keys(), plus feature_bit_N for an unknown offered
+    bit): what the kernel and the caller can do, whatever the pools hold now."""
+    kernel = kernel_faults(doc)
+    out: dict[str, Value] = {
+        "userfaultfd": kernel, "kernel_faults": kernel,
+        "user_mode_faults": bool((doc.get("access") or {}).get("usable")),
+        "method": method(doc), "kernel": _one_line(_kernel(doc)), "reason": reason(doc)}
+    probed = {feature_key(f["name"], f.get("bit")): kernel and bool(f.get("usable"))
+              for f in (doc.get("api") or {}).get("features") or []}
+    for f in abi.FEATURES:
+        out[feature_key(f.key)] = probed.pop(feature_key(f.key), False)
+    out.update(probed)  # feature_bit_N: offered bits this uffdctl does not know
+    cells = {cell_key(c["mode"], c["memory"]): kernel and bool(c.get("ok"))
+             for c in doc.get("matrix") or []}
+    for mt in memtypes.MEMORY_TYPES:
+        for mode in abi.MATRIX_MODES:
+            out[cell_key(mode, mt.name)] = cells.get(cell_key(mode, mt.name), False)
+    ioctls = usable_ioctls(doc) if kernel else set()
+    for ioctl in abi.RESOLVING_IOCTLS:
+        out[ioctl_key(ioctl.key)] = ioctl.key in ioctls
+    return out
+
+
+def capacity(doc: dict[str, Any]) -> dict[str, Value]:
+    """Every capacity key: the pools now (free and total per size) and whether each demo
+    could run on hugetlb now.  Volatile: never a label."""
+    now = doc.get("capacity") or {}
+    pools = [(fact_name(str(p["size"])), p) for p in now.get("hugepages") or []]
+    out: dict[str, Value] = {}
+    for size, p in pools:
+        out[f"capacity_hugepages_free_{size}"] = int(p.get("free") or 0)
+    for size, p in pools:
+        out[f"capacity_hugepages_total_{size}"] = int(p.get("total") or 0)
+    demos = {d.get("demo"): d for d in now.get("demos") or []}
+    for name in DEMOS:
+        out[f"capacity_demo_{name}_hugetlb"] = bool((demos.get(name) or {}).get("can_run"))
+    return out
+
+
+def facts(doc: dict[str, Any]) -> dict[str, Value]:
+    """Every key by name, capability first: the one table every format is printed from."""
+    return {**capability(doc), **capacity(doc)}
+
+
 def github(doc: dict[str, Any]) -> str:
-    lines = [f"{k}={'true' if v else 'false'}" for k, v in facts(doc).items()]
-    lines.append(f"method={method(doc)}")
-    # A value with a line break would need GitHub's heredoc form; a release never has one,
-    # and any control character is a space here.
-    lines.append("kernel=" + re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", _kernel(doc)))
+    # A value with a line break would need GitHub's heredoc form: none has one (_one_line).
+    lines = [f"{k}={_text(v, 'true', 'false')}" for k, v in facts(doc).items()]
     return "\n".join(lines) + "\n"
+
+
+def _text(value: Value, true: str, false: str) -> str:
+    if isinstance(value, bool):
+        return true if value else false
+    return str(value)
+
+
+def env_name(key: str) -> str:
+    """The variable a key is in ``--format env``: UFFD_ and the key in upper case;
+    ``userfaultfd`` is UFFD_AVAILABLE."""
+    if key == "userfaultfd":
+        return "UFFD_AVAILABLE"
+    return "UFFD_" + re.sub(r"[^A-Z0-9]", "_", key.upper())
 
 
 def env(doc: dict[str, Any]) -> str:
     lines = []
     for k, v in facts(doc).items():
-        name = "UFFD_" + re.sub(r"[^A-Z0-9]", "_", k.upper())
-        if k == "userfaultfd":
-            name = "UFFD_AVAILABLE"
-        lines.append(f"{name}={1 if v else 0}")
-    lines.append(f"UFFD_METHOD={method(doc)}")
-    lines.append(f"UFFD_KERNEL={shlex.quote(_kernel(doc))}")
+        value = shlex.quote(v) if isinstance(v, str) else _text(v, "1", "0")
+        lines.append(f"{env_name(k)}={value}")
     return "\n".join(lines) + "\n"
 
 
@@ -125,33 +241,32 @@ def _label_value(text: str) -> str:
     return v.strip("_.-")
 
 
+def label_name(key: str) -> str:
+    """The NFD label a capability key is (after NFD_PREFIX/): "_" written "-"."""
+    return key.replace("_", "-")
+
+
 def nfd(doc: dict[str, Any], now: _dt.datetime | None = None,
         expiry_s: int = NFD_DEFAULT_EXPIRY_S) -> str:
+    """Capability only: a label must not change with load, so no capacity key is one, and
+    ``reason`` (text for people) is not either."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     expires = (now + _dt.timedelta(seconds=expiry_s)).replace(microsecond=0)
     lines = ["# userfaultfd capabilities of this node, written by `uffdctl probe --format nfd`",
              f"# +expiry-time={expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"]
-    for k, v in facts(doc).items():
-        lines.append(f"{NFD_PREFIX}/{k.replace('_', '-')}={'true' if v else 'false'}")
-    lines.append(f"{NFD_PREFIX}/method={method(doc)}")
-    kernel = _label_value(_kernel(doc))
-    if kernel:
-        lines.append(f"{NFD_PREFIX}/kernel={kernel}")
+    for k, v in capability(doc).items():
+        if k in NOT_LABELS:
+            continue
+        value = _label_value(v) if isinstance(v, str) else _text(v, "true", "false")
+        if value:  # an empty value (a release nothing is left of) is no label at all
+            lines.append(f"{NFD_PREFIX}/{label_name(k)}={value}")
     return "\n".join(lines) + "\n"
 
 
 def ansible_facts(doc: dict[str, Any]) -> str:
     table = facts(doc)
-    kernel = table["kernel_faults"]
-    out = {"available": table["userfaultfd"], "method": method(doc),
-           "kernel": _kernel(doc), "schema_version": doc.get("schema_version"),
-           "capabilities": table,
-           "features": [fact_name(f["name"], f.get("bit"))
-                        for f in (doc.get("api") or {}).get("features") or []
-                        if kernel and f.get("usable")],
-           "matrix": {cell_name(c["mode"], c["memory"]): kernel and bool(c.get("ok"))
-                      for c in doc.get("matrix") or []},
-           "ioctls": sorted(usable_ioctls(doc)) if kernel else []}
+    out: dict[str, Any] = {"available": table["userfaultfd"],
+                           "schema_version": doc.get("schema_version"), **table}
     if "error" in doc:
         out["error"] = doc["error"]
     return json_text(out, indent=2, sort_keys=True) + "\n"

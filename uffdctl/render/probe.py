@@ -8,14 +8,39 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import abi, kconfig
-from ..advice import DEMO_MINOR_PAGES, demo_minor_outlook, leftover
+from ..advice import DEMO_MINOR_PAGES, demo_minor_outlook, leftover, reserve_hugepages
 from ..output import inert
-from ..probe import ProbeReport
+from ..probe import NO_FREE_HUGE_PAGE, Outline, ProbeReport, outline
 from ..require import RequirementResult
+from .documents import size_name
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "INFO": "cyan"}
 _CELL = {"ok": ("ok", "green"), "unsupported": ("EINVAL", "dim"), "denied": ("EPERM", "red"),
-         "no-hugepages": ("no pages", "yellow"), "error": ("error", "red")}
+         "error": ("error", "red")}
+_METHOD_WORDS = {"syscall": "the syscall"}
+
+
+def verdict_line(o: Outline) -> str:
+    """The answer in one line: "userfaultfd: kernel-mode faults via /dev/userfaultfd; minor on
+    shmem and hugetlb; 0 free huge pages (2M)"."""
+    if o.method is None:
+        parts = [f"userfaultfd: not available: {o.cause}"]
+    elif o.kernel_faults:
+        parts = [f"userfaultfd: kernel-mode faults via {_METHOD_WORDS.get(o.method, o.method)}"]
+    else:
+        parts = [f"userfaultfd: user-mode faults only, via {o.method} (kernel-mode faults "
+                 f"refused: {o.cause})"]
+    if o.method is not None:
+        parts.append("minor on " + " and ".join(o.minor_on) if o.minor_on else
+                     "no minor faults")
+    pools = sorted(o.pools, key=lambda p: not p.default)  # the default size first
+    if not pools:
+        parts.append("no huge page pools")
+    else:
+        first, *rest = pools
+        parts.append(f"{first.free} free huge pages ({size_name(first.size_kb).upper()})"
+                     + "".join(f", {p.free} ({size_name(p.size_kb).upper()})" for p in rest))
+    return "; ".join(parts)
 
 
 def _line(con: Console, level: str, what: str, hint: str = "") -> None:
@@ -36,7 +61,9 @@ def _heading(con: Console, text: str) -> None:
 def render(report: ProbeReport, con: Console,
            results: list[RequirementResult] | None = None) -> None:
     k = report.kernel
-    con.print(Text(f"uffdctl probe: Linux {k.release} {k.machine}", style="bold"))
+    # The answer first, one line (grep and CI logs see it whole); then the detail.
+    con.print(Text(verdict_line(outline(report)), style="bold"), soft_wrap=not con.is_terminal)
+    con.print(Text(f"uffdctl probe: Linux {k.release} {k.machine}"))
     _caller(report, con)
     _kernel(report, con)
     _access(report, con)
@@ -143,6 +170,8 @@ def _matrix(report: ProbeReport, con: Console) -> None:
             label, style = _CELL.get(c.status if c else "error", ("?", "red"))
             if c is not None and c.status == "unsupported" and c.errno is None:
                 label = "no feature"  # the kernel does not offer what the mode needs
+            elif c is not None and c.status == "unsupported" and c.errno != "EINVAL":
+                label = "no hugetlb"  # memfd_create: no huge pages of that size at all
             row.append(Text(label, style=style))
         t.add_row(*row)
     con.print(t)
@@ -154,14 +183,21 @@ def _ioctls(report: ProbeReport, con: Console) -> None:
         cells = [c for c in report.matrix if c.memory == mem and c.ok]
         if not cells:
             bad = next(c for c in report.matrix if c.memory == mem)
-            level = "WARN" if bad.status == "no-hugepages" else "INFO"
-            _line(con, level, f"{mem}: {bad.error or bad.status}",
+            _line(con, "INFO", f"{mem}: {bad.error or bad.status}",
                   f"fix: {bad.fix}" if bad.fix else "")
             continue
         widest = max(cells, key=lambda c: bin(c.ioctls_mask).count("1"))
         text = f"{mem} [{widest.mode}]: {' '.join(widest.working_ioctls)}"
         notes = [f"{n} listed but fails ({e})" for n, e in widest.failing_ioctls.items()]
-        notes += [f"{n} not tried: {why}" for n, why in widest.untested_ioctls.items()]
+        # Untried for want of a free huge page: capacity, not a failure (the cell stands).
+        untried: dict[str, list[str]] = {}
+        for n, why in widest.untested_ioctls.items():
+            untried.setdefault(why, []).append(n)
+        pool = report.hugepages.pool()
+        for why, names in untried.items():
+            notes.append(f"{' '.join(names)} not tried: {why}" + (
+                f"; fix: {reserve_hugepages(pool.size)}"
+                if why == NO_FREE_HUGE_PAGE and pool is not None else ""))
         _line(con, "WARN" if widest.failing_ioctls else "PASS", text, "; ".join(notes))
 
 
