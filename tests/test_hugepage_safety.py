@@ -355,6 +355,11 @@ def test_two_demos_on_a_pool_for_one_the_loser_exits_3_up_front(no_free_hugepage
             (_loser, l_out, l_err), = [r for r in runs if r[0].returncode == 3]
             assert summary(w_out)["ok"] and summary(w_out)["reserved_pages"] == 0
             (line,) = l_err.strip().splitlines()
+            if "all claimed by" not in line and re.search(r", 0 free \(--no-reserve", line):
+                # The loser counted the pages while the winner held all 16 and looked for
+                # their claimant after the winner had ended: right at each moment, but not
+                # the overlap this test is after; try again.
+                continue
             # 16 free before the winner maps its first 8, 8 after: all of them its own.
             assert re.match(r"uffdctl: no free huge pages: 16 of 2048 kB needed, (16|8) free, "
                             rf"all claimed by running uffdctl pid {winner.pid} ", line), line
