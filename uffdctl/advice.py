@@ -51,12 +51,15 @@ def hugepages_short(short: Shortfall, no_reserve: bool, others: Sequence[str]
                   f"{free} free ({short.available - free} more claimed by {whose})")
     else:
         cause += f"{free} free"
+        if short.holders:  # they have mapped what they claimed: in use, by them
+            cause += "; " + ", ".join(f"running uffdctl pid {pid} holds {n}"
+                                      for pid, n in short.holders)
     cause += " (--no-reserve was given)" if no_reserve else " (not root)"
     more = pool_command(short.size_kb, short.nr + short.need
                         - max(0, short.available - short.claimed))
     fix = "drop --no-reserve, or " if no_reserve else ""
     fix += or_use(f"as root: {more}", others)
-    if short.claimed:
+    if short.claimed or short.holders:
         fix += ", or wait until the other run ends"
     return cause, fix
 

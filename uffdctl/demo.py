@@ -331,7 +331,9 @@ def _floor(run: Run, scenario: Scenario, mt: memtypes.MemoryType, cpu: int | Non
         if exc.errno == errno.ENOMEM and mt.kind == "hugetlb":
             return []
         raise
-    stack.callback(mt.release, area)
+    stack.callback(_release, mt, area, run.page_size, run.area.pages)
+    if mt.kind == "hugetlb":
+        hugepages.mapped(run.page_size, run.area.pages)
     source = area.addr
     if scenario.floor_prepare is not None:
         scenario.floor_prepare(run, mt, area)
@@ -573,10 +575,17 @@ def _allocate(mt: memtypes.MemoryType, cfg: DemoConfig, page_size: int, others: 
                                                     others, "; or "),
                                       errors.UNAVAILABLE) from None
         raise
-    stack.callback(mt.release, area)
+    stack.callback(_release, mt, area, page_size, cfg.pages)
     if mt.kind == "hugetlb":
         hugepages.mapped(page_size, cfg.pages)  # off this run's claim: the kernel holds them
     return area
+
+
+def _release(mt: memtypes.MemoryType, area: memtypes.Area, page_size: int, pages: int
+             ) -> None:
+    mt.release(area)
+    if mt.kind == "hugetlb":  # free again: other runs stop counting them as this run's
+        hugepages.unmapped(page_size, pages)
 
 
 FLUSH_S = 0.05  # events wait at most this long while faults keep coming (20 updates/s)

@@ -149,13 +149,17 @@ class Shortfall(ReserveError):
     """Too few free pages, and this run may not grow the pool (``reserve(grow=False)``)."""
 
     def __init__(self, size_kb: int, need: int, available: int, claimed: int,
-                 claimers: list[int], nr: int) -> None:
+                 claimers: list[int], nr: int, holders: list[tuple[int, int]] | None = None
+                 ) -> None:
         self.size_kb = size_kb
         self.need = need
         self.available = available  # free and not reserved by a mapping (Pool.available)
         self.claimed = claimed  # of those, claimed by other live uffdctl runs
         self.claimers = claimers  # their pids
         self.nr = nr  # nr_hugepages of the pool
+        # (pid, pages) of live uffdctl runs holding pages of this pool for themselves, claimed
+        # or already mapped: who has them once the pages are no longer free
+        self.holders = holders or []
         super().__init__(f"{need} of {size_kb} kB needed, "
                          f"{max(0, available - claimed)} free", errno.ENOMEM)
 
@@ -233,6 +237,7 @@ class Record:
     argv: list[str] = field(default_factory=list)
     path: str = ""
     target: int = 0  # "returning": nr_hugepages once given back
+    mapped: int = 0  # of its claim, pages it has mapped (the kernel reserves them for it now)
 
     def alive(self) -> bool:
         proc = _process(self.pid)
@@ -243,7 +248,8 @@ class Record:
         return {"version": RECORD_VERSION, "pid": self.pid, "start_time": self.start_time,
                 "size_kb": self.size_kb, "pool": _pool_file(self.size_kb),
                 "added": self.added, "claimed": self.claimed, "nr_before": self.before,
-                "nr_target": self.target, "state": self.state, "argv": self.argv}
+                "nr_target": self.target, "state": self.state, "argv": self.argv,
+                "mapped": self.mapped}
 
 
 def _record_dir() -> None:
@@ -316,7 +322,7 @@ def read_records() -> list[Record]:
                               int(d["size_kb"]), int(d["added"]), int(d.get("claimed", 0)),
                               int(d.get("nr_before", 0)), str(d.get("state", "held")),
                               [str(a) for a in d.get("argv", [])], path,
-                              int(d.get("nr_target", 0))))
+                              int(d.get("nr_target", 0)), int(d.get("mapped", 0))))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return out
@@ -347,6 +353,13 @@ def claims(size_kb: int) -> list[Record]:
     """The live runs' records that claim pages of the ``size_kb`` pool (read under
     exclusive() to act on them)."""
     return [r for r in read_records() if r.size_kb == size_kb and r.claimed and r.alive()]
+
+
+def holding(size_kb: int) -> list[tuple[int, int]]:
+    """(pid, pages) of the live runs holding pages of the ``size_kb`` pool for themselves,
+    claimed or mapped since."""
+    return [(r.pid, r.claimed + r.mapped) for r in read_records()
+            if r.size_kb == size_kb and r.claimed + r.mapped and r.alive()]
 
 
 def unclaimed(pool: Pool) -> int:
@@ -464,11 +477,25 @@ def mapped(page_size: int, pages: int) -> None:
         return
     # The mapping is in the pool's counts before the claim shrinks: a run reading both in
     # between counts the pages twice (too few free), never not at all.
-    rec.claimed = max(0, rec.claimed - pages)
+    moved = min(pages, rec.claimed)
+    rec.claimed -= moved
+    rec.mapped += moved
     try:
         _write_record(rec)
     except OSError:
         pass  # the larger claim stands: other runs see too few free pages, not too many
+
+
+def unmapped(page_size: int, pages: int) -> None:
+    """This run has unmapped ``pages`` of what it mapped: free again, no longer its own."""
+    rec = _claims.get(page_size // 1024)
+    if rec is None or not rec.mapped:
+        return
+    rec.mapped = max(0, rec.mapped - pages)
+    try:
+        _write_record(rec)
+    except OSError:
+        pass  # another run names this one as holding pages that are free: it says "wait"
 
 
 @dataclass
@@ -519,7 +546,7 @@ def reserve(pages: int, size: int | None = None, *, claim: bool = False, grow: b
             before = pool.nr
             if missing > 0 and not grow:
                 raise Shortfall(pool.size_kb, pages, pool.available, claimed,
-                                [r.pid for r in others], pool.nr)
+                                [r.pid for r in others], pool.nr, holding(pool.size_kb))
             if claim or missing > 0:
                 pid = os.getpid()
                 proc = _process(pid)
