@@ -91,10 +91,12 @@ def system_state() -> Iterator[None]:
     """Every test leaves nr_hugepages and the uffd sysctl as it found them."""
     # Both locks: another test run on this machine changes these only while holding them and
     # puts them back before letting go, so a snapshot under the locks is never mid-change.
-    with hp.exclusive(), _sysctl_lock():
+    # Always the sysctl lock first: the sysctl fixture holds it for a whole test that may take
+    # the huge page lock inside; the other order deadlocked two test runs.
+    with _sysctl_lock(), hp.exclusive():
         before = system_snapshot()
     yield
-    with hp.exclusive(), _sysctl_lock():
+    with _sysctl_lock(), hp.exclusive():
         after = system_snapshot()
     assert after == before, f"test changed system state: {before} -> {after}"
 

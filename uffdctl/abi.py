@@ -4,7 +4,8 @@ Everything here is transcribed from the kernel: include/uapi/linux/userfaultfd.h
 fs/userfaultfd.c (mm/userfaultfd.c from 6.13 on), include/linux/userfaultfd_k.h and
 fs/proc/task_mmu.c.  Nothing in this module talks to the kernel; the syscall layer (uffd.py)
 and the logic modules read these tables.  Each fact lives in one table here: what each mode
-needs on each memory type (MODE_SUPPORT), the ways to open a userfaultfd (OPEN_METHODS), the
+needs on each memory type (MODE_SUPPORT), why the ioctls UFFDIO_REGISTER hands back differ
+between memory types (IOCTL_DIFFERENCES), the ways to open a userfaultfd (OPEN_METHODS), the
 features, ioctls, register modes and VmFlags; the columns and lists elsewhere derive from them.
 
 Kernel releases are strings ("5.13"); "7.3-rc" marks items present only in a release
@@ -341,6 +342,105 @@ def mode_value(combo: str) -> int:
     return value
 
 
+class IoctlDifference(NamedTuple):
+    """Why one memory kind's UFFDIO_REGISTER ``ioctls`` differ from another's, for one ioctl.
+
+    The kernel picks the mask in fs/userfaultfd.c userfaultfd_register(): it starts from
+    UFFD_API_RANGE_IOCTLS_BASIC when any VMA of the range is hugetlb, else from
+    UFFD_API_RANGE_IOCTLS, whatever the memory; then clears WRITEPROTECT without MODE_WP,
+    CONTINUE without MODE_MINOR (and, 7.3-rc, RWPROTECT without MODE_RWP).  Nothing else
+    looks at the memory, so a kind either lacks an ioctl (``missing``) or is handed one the
+    ioctl itself then refuses (``refused``).
+
+    ``memory`` "" is a rule of the register mode for every kind: it applies when the range
+    was registered without ``needs_mode``.  A kind's row with ``needs_mode`` explains the
+    absence by the kind being unable to register that mode at all (anon and MINOR).
+    ``errno``: what the kernel answers when the ioctl is called on such a range anyway
+    ("" where nothing is claimed).  ``until``: the release from which the row no longer
+    holds on a kernel with the feature (a configuration may still keep it)."""
+
+    ioctl: str  # an IOCTLS key
+    memory: str  # anon, shmem or hugetlb (memtypes kinds); "" for any
+    status: str  # "missing" or "refused"
+    reason: str  # one line, in the kernel's terms
+    first: str  # the release from which it is so
+    source: str  # the kernel: commit, file, function
+    needs_mode: str = ""  # the register mode that brings the ioctl (a REGISTER_MODES name)
+    errno: str = ""
+    until: str = ""
+
+
+_WP_REGISTER = ("14819305e09f \"userfaultfd: wp: declare _UFFDIO_WRITEPROTECT conditionally\" "
+                "(5.7): fs/userfaultfd.c userfaultfd_register() clears _UFFDIO_WRITEPROTECT "
+                "without UFFDIO_REGISTER_MODE_WP; mm/userfaultfd.c mwriteprotect_range() "
+                "answers ENOENT on a VMA without VM_UFFD_WP")
+_CONTINUE_REGISTER = ("f619147104c8 \"userfaultfd: add UFFDIO_CONTINUE ioctl\" (5.13): "
+                      "fs/userfaultfd.c userfaultfd_register() clears _UFFDIO_CONTINUE without "
+                      "UFFDIO_REGISTER_MODE_MINOR")
+_WP_MARKERS = ("b1f9e876862d \"mm/uffd: enable write protection for shmem & hugetlbfs\" "
+               "(5.19): before it, and without CONFIG_PTE_MARKER_UFFD_WP, "
+               "vma_can_userfault() refuses VM_UFFD_WP on a VMA that is not anonymous")
+_MOVE = ("adef440691ba \"userfaultfd: UFFDIO_MOVE uABI\" (6.8): "
+         "include/uapi/linux/userfaultfd.h adds _UFFDIO_MOVE to UFFD_API_RANGE_IOCTLS only; "
+         "mm/userfaultfd.c move_pages() refuses a VM_SHARED VMA and validate_move_areas() a "
+         "VMA that is not anonymous, both with EINVAL")
+
+# Every way the ioctls UFFDIO_REGISTER hands back differ between memory kinds, and why.
+# Read in the kernel source and seen on 6.18 (tests/test_ioctl_reasons.py registers each
+# memory type for real and calls each ioctl the table says is refused).  POISON (6.6, commit
+# fc71884a5f59) is in both the _BASIC and the full set, WAKE and COPY are in every set
+# since hugetlb ranges registered (4.11): they never differ.  CONTINUE is only *listed* by
+# mode: on 6.18 UFFDIO_CONTINUE maps a page-cache page in a shmem range registered MISSING
+# or WP too, so that row claims no errno.
+IOCTL_DIFFERENCES: tuple[IoctlDifference, ...] = (
+    IoctlDifference("writeprotect", "", "missing",
+                    "handed back only to a range registered in WP mode (5.7)", "5.7", _WP_REGISTER,
+                    needs_mode="wp", errno="ENOENT"),
+    IoctlDifference("continue", "", "missing",
+                    "handed back only to a range registered in MINOR mode (5.13)", "5.13",
+                    _CONTINUE_REGISTER, needs_mode="minor"),
+    IoctlDifference("rwprotect", "", "missing",
+                    "handed back only to a range registered in RWP mode (7.3-rc)", "7.3-rc",
+                    "7.3-rc fs/userfaultfd.c userfaultfd_register() clears _UFFDIO_RWPROTECT "
+                    "without UFFDIO_REGISTER_MODE_RWP", needs_mode="rwp"),
+    IoctlDifference("continue", "anon", "missing",
+                    "anonymous memory has no page cache for a minor fault to find, so it "
+                    "cannot be registered in MINOR mode, which CONTINUE comes with (5.13)", "5.13",
+                    "7677f7fd8be7 \"userfaultfd: add minor fault registration mode\" (5.13): "
+                    "vma_can_userfault() allows VM_UFFD_MINOR on hugetlb (shmem from 5.14) "
+                    "only; mm/userfaultfd.c mfill_atomic() answers EINVAL to CONTINUE on "
+                    "anything but shmem and hugetlb; " + _CONTINUE_REGISTER,
+                    needs_mode="minor", errno="EINVAL"),
+    IoctlDifference("writeprotect", "shmem", "missing",
+                    "WP on shmem needs uffd-wp PTE markers (WP_HUGETLBFS_SHMEM, 5.19, "
+                    "CONFIG_PTE_MARKER_UFFD_WP): without them it cannot be registered in WP "
+                    "mode", "5.7", _WP_MARKERS, needs_mode="wp", until="5.19"),
+    IoctlDifference("writeprotect", "hugetlb", "missing",
+                    "WP on hugetlbfs needs uffd-wp PTE markers (WP_HUGETLBFS_SHMEM, 5.19, "
+                    "CONFIG_PTE_MARKER_UFFD_WP): without them it cannot be registered in WP "
+                    "mode", "5.7", _WP_MARKERS, needs_mode="wp", until="5.19"),
+    IoctlDifference("zeropage", "hugetlb", "missing",
+                    "hugetlbfs has no zero page of huge page size: a hugetlb range gets "
+                    "UFFD_API_RANGE_IOCTLS_BASIC, without ZEROPAGE, and a call is refused "
+                    "(4.11)", "4.11",
+                    "cab350afcbc9 \"userfaultfd: hugetlbfs: allow registration of ranges "
+                    "containing huge pages\" (4.11): fs/userfaultfd.c userfaultfd_register() "
+                    "hands a range with a hugetlb VMA UFFD_API_RANGE_IOCTLS_BASIC; "
+                    "mm/userfaultfd.c mfill_atomic_hugetlb() (__mcopy_atomic_hugetlb() in "
+                    "older releases) answers EINVAL to ZEROPAGE: \"There is no default zero "
+                    "huge page for all huge page sizes as supported by hugetlb\"",
+                    errno="EINVAL"),
+    IoctlDifference("move", "hugetlb", "missing",
+                    "UFFDIO_MOVE (6.8) moves anonymous private pages only and is not in the "
+                    "UFFD_API_RANGE_IOCTLS_BASIC a hugetlb range gets", "6.8", _MOVE,
+                    errno="EINVAL"),
+    IoctlDifference("move", "shmem", "refused",
+                    "listed because any range without a hugetlb VMA gets the whole "
+                    "UFFD_API_RANGE_IOCTLS, but UFFDIO_MOVE moves anonymous private pages only "
+                    "(6.8)", "6.8", _MOVE, errno="EINVAL"),
+)
+
+
 # struct uffd_msg: 32 bytes, packed.
 UFFD_MSG_SIZE = 32
 
@@ -613,7 +713,25 @@ def errno_meaning(step: str, err: int) -> str:
 # ----- /proc/PID/pagemap and PAGEMAP_SCAN (6.7) --------------------------------------------
 
 PAGEMAP_ENTRY_SIZE = 8
+# The bits of an entry (Documentation/admin-guide/mm/pagemap.rst, made in
+# fs/proc/task_mmu.c pagemap_read()).  One entry per base page, a huge page included: its
+# entries are alike but for the frame number, which counts up from the head page's.
+PM_PFRAME_MASK = (1 << 55) - 1  # bits 0-54: the page frame number when present; zero unless
+# the reader opened the file with CAP_SYS_ADMIN in the initial user namespace (4.2:
+# pagemap_read() sets show_pfn = file_ns_capable(file, &init_user_ns, CAP_SYS_ADMIN))
+PM_SOFT_DIRTY = 1 << 55  # 3.11
+PM_MMAP_EXCLUSIVE = 1 << 56  # the page is mapped once only (4.2)
 PM_UFFD_WP = 1 << 57  # the PTE is uffd write-protected (5.14, fs/proc/task_mmu.c)
+# Bit 57 came with commit fb8e37f35a2f "mm/pagemap: export uffd-wp protection information"
+# in 5.14 (proc_pid_pagemap(5) says 5.14; pagemap.rst's "since 5.13" is wrong), for anonymous
+# memory, the only kind uffd-wp then had; shmem and hugetlbfs have it with their uffd-wp
+# support (5.19, "mm/pagemap: recognize uffd-wp bit for shmem/hugetlbfs", in the series of
+# "mm/uffd: enable write protection for shmem & hugetlbfs").  Before 5.14 the bit always
+# reads 0, so a clear bit there says nothing.
+PM_UFFD_WP_FIRST = "5.14"
+PM_FILE = 1 << 61  # a file page or shared anonymous (shmem) page (3.5)
+PM_SWAP = 1 << 62  # swapped out (bits 0-54 then hold the swap type and offset)
+PM_PRESENT = 1 << 63  # a page is mapped
 
 PM_SCAN_ARG_SIZE = 96
 PAGE_REGION_SIZE = 24

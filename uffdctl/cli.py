@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from . import __version__, errors
+from . import __version__, completion, errors
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -103,6 +103,7 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
               show_default=True, metavar="SECONDS",
               help="How long NFD trusts the feature file (--format nfd).")
 @click.option("--require", "-r", "require_", multiple=True, metavar="NAME[,NAME...]",
+              shell_complete=completion.requirements,
               help="Exit 1 unless NAME holds: a feature (minor_hugetlbfs), a matrix cell "
                    "MODE:MEMORY (minor:hugetlb), an ioctl (continue) or one that works on a "
                    "memory type (move:shmem), met only with kernel-mode faults, NAME@user-mode "
@@ -111,6 +112,7 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
                    "MAJOR.MINOR); hugepages:2M>=64 or hugepages>=16 (free huge pages now: "
                    "capacity). Repeatable; the language is in uffdctl-probe(1), REQUIREMENTS.")
 @click.option("--require-profile", "-P", "profile_names", multiple=True, metavar="NAME",
+              shell_complete=completion.profiles,
               help="Exit 1 unless everything consumer profile NAME needs holds, each "
                    "requirement reported as NAME: EXPRESSION (qemu-postcopy-anon, "
                    "firecracker-uffd-anon, criu-lazy-pages, ...). Repeatable.")
@@ -122,6 +124,7 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
 @click.option("--no-ioctl-check", is_flag=True,
               help="Report the ioctls UFFDIO_REGISTER lists without trying each one.")
 @click.option("--pid", "-p", type=int, default=None, metavar="PID",
+              shell_complete=completion.uffd_pids,
               help="The answer for that running process: a child takes on its user and mount "
                    "namespaces, ids, capabilities, no_new_privs and seccomp filters, then "
                    "probes (needs root).")
@@ -356,6 +359,10 @@ def _run_demo(mode: str, as_json: bool, page_size: str | None, no_reserve: bool,
         renderer = view.PlainRenderer()
     try:
         summary = scenarios.run(cfg, renderer)
+    except BaseException as exc:
+        if as_json and not isinstance(exc, (SystemExit, GeneratorExit)):
+            renderer.failed(mode, cfg.backing, *errors.outcome(exc))
+        raise
     finally:
         if hasattr(renderer, "close"):
             renderer.close()
@@ -520,12 +527,13 @@ SIGTERM/SIGHUP/SIGQUIT)."""
 
 
 @cli.command(context_settings=CONTEXT, epilog=INSPECT_EXIT)
-@click.argument("pid", type=int)
+@click.argument("pid", type=int, shell_complete=completion.uffd_pids)
 @click.option("--all", "-a", "all_regions", is_flag=True,
               help="List every region with its decoded VmFlags, not only registered ones.")
 @click.option("--watch", "-w", is_flag=True,
               help="Refresh until the process exits: regions appearing or going, pending "
-                   "faults, stuck threads, minor-fault rate.")
+                   "faults, stuck threads, page-fault rate (minflt: all the process's minor "
+                   "page faults, not only userfaultfd's).")
 @click.option("--interval", "-n", type=_Finite(0.05, 3600), default=1.0,
               show_default=True, metavar="SECONDS", help="Time between refreshes (--watch).")
 @click.option("--count", type=click.IntRange(1), default=None, hidden=True)
@@ -701,10 +709,8 @@ def main(argv: list[str] | None = None) -> None:
             elif os.environ.get("UFFDCTL_DEBUG"):
                 raise
             else:
-                click.echo(f"uffdctl: internal error: {type(exc).__name__}: {exc} (fix: "
-                           "please report it with the command line; UFFDCTL_DEBUG=1 shows "
-                           "the traceback)", err=True)
-                status = errors.FAILED
+                cause, fix, status = errors.outcome(exc)
+                click.echo(errors.UffdctlError(cause, fix).line(), err=True)
     except KeyboardInterrupt as exc:
         # A signal landing while the outcome above was being reported (the clean-up is done).
         stopped_by = signals.signal_of(exc)

@@ -39,3 +39,21 @@ def caused_by_interrupt(exc: BaseException) -> bool:
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
     return False
+
+
+def outcome(exc: BaseException) -> tuple[str, str, int]:
+    """(cause, fix, exit status) of a run that ended with ``exc``, as main() reports it: for
+    a consumer that must get it as data too (demo --json's final object)."""
+    import signal
+
+    from .signals import signal_of
+
+    if isinstance(exc, UffdctlError):
+        return exc.cause, exc.fix, exc.status
+    if isinstance(exc, KeyboardInterrupt) or caused_by_interrupt(exc):
+        signum = signal_of(exc)
+        return ("interrupted" if signum == signal.SIGINT else
+                f"terminated by {signal.Signals(signum).name}"), "", 128 + signum
+    return (f"internal error: {type(exc).__name__}: {exc}",
+            "please report it with the command line; UFFDCTL_DEBUG=1 shows the traceback",
+            FAILED)

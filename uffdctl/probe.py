@@ -21,9 +21,13 @@ import errno as _errno
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import abi, access, advice, hugepages, kconfig, memtypes, uffd
 from .hugepages import Leftover
+
+if TYPE_CHECKING:
+    from .ioctl_reasons import IoctlNote
 
 
 @dataclass
@@ -123,6 +127,8 @@ class ProbeReport:
     leftover: list[Leftover] = field(default_factory=list)
     # Whose answer this is when not this process's own (probe --pid, --user).
     caller: Caller | None = None
+    # Each listed ioctl was tried (not --no-ioctl-check): a cell's failing_ioctls is complete.
+    ioctls_checked: bool = True
 
     @property
     def usable(self) -> bool:
@@ -270,6 +276,18 @@ NEEDS_A_PAGE = frozenset({"copy", "zeropage", "move", "continue"})
 NO_FREE_HUGE_PAGE = "no free huge page to try it on"
 
 
+def try_move(u: uffd.Userfaultfd, dst: int, length: int) -> None:
+    """UFFDIO_MOVE of a fresh populated anonymous page onto ``dst`` (MOVE takes the source
+    page away: a fresh one each time).  Raises UffdError as the kernel answers."""
+    src = uffd.mmap(length, uffd.PROT_READ | uffd.PROT_WRITE,
+                    uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
+    try:
+        uffd.fill(src, 0x5A, length)
+        u.move(dst, src, length, abi.UFFDIO_MOVE_MODE_DONTWAKE)
+    finally:
+        uffd.munmap(src, length)
+
+
 def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: int,
                  page_size: int, scratch: int) -> str | None:
     """Try one resolving ioctl on a fresh registered page, without blocking and without this
@@ -291,14 +309,7 @@ def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: 
             elif name == "zeropage":
                 u.zeropage(area.addr, n, abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE)
             elif name == "move":
-                # MOVE takes the source page away: give it a fresh populated one each time.
-                src = uffd.mmap(n, uffd.PROT_READ | uffd.PROT_WRITE,
-                                uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
-                try:
-                    uffd.fill(src, 0x5A, n)
-                    u.move(area.addr, src, n, abi.UFFDIO_MOVE_MODE_DONTWAKE)
-                finally:
-                    uffd.munmap(src, n)
+                try_move(u, area.addr, n)
             elif name == "writeprotect":
                 u.writeprotect(area.addr, n, True)
                 u.writeprotect(area.addr, n, False)
@@ -430,4 +441,36 @@ def run_probe(check_ioctls: bool = True) -> ProbeReport:
     open_fd = access.opener(method)
     api = probe_api(open_fd, method)
     matrix = probe_matrix(open_fd, api.features_mask, check_ioctls)
-    return ProbeReport(kernel, acc, api, matrix, pools, leftover)
+    return ProbeReport(kernel, acc, api, matrix, pools, leftover, ioctls_checked=check_ioctls)
+
+
+# ----- why the memory types' ioctls differ ----------------------------------------------------
+
+def widest(report: ProbeReport, memory: str) -> Cell | None:
+    """The registered cell of ``memory`` that UFFDIO_REGISTER handed the most ioctls, or
+    None when no mode registers there."""
+    cells = [c for c in report.matrix if c.memory == memory and c.ok]
+    return max(cells, key=lambda c: bin(c.ioctls_mask).count("1")) if cells else None
+
+
+def ioctl_notes(report: ProbeReport) -> list[IoctlNote]:
+    """For each memory type, why its widest cell's ioctls differ from what the other cells
+    were handed (ioctl_reasons.explain): plain data for the table's notes and JSON's
+    ioctl_notes.  A refusal is noted only where the probe's try saw it (or nothing was
+    tried: --no-ioctl-check, or no free huge page)."""
+    from . import ioctl_reasons
+
+    others = {i for c in report.matrix if c.ok for i in c.ioctls}
+    kinds = {mt.name: mt.kind for mt in memtypes.MEMORY_TYPES}
+    notes = []
+    for memory in dict.fromkeys(c.memory for c in report.matrix):
+        cell = widest(report, memory)
+        if cell is None:
+            continue
+        registrable = {c.mode for c in report.matrix if c.memory == memory and c.ok}
+        failing = None if not report.ioctls_checked else {
+            **cell.failing_ioctls, **{n: "" for n in cell.untested_ioctls}}
+        for note in ioctl_reasons.explain(kinds.get(memory, memory), cell.mode, cell.ioctls,
+                                          others, registrable, failing):
+            notes.append(note._replace(memory=memory, mode=cell.mode))
+    return notes

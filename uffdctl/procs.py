@@ -383,7 +383,9 @@ class Frame:
     report: ProcessReport  # the look; on the closing frame, the last look before it went
     at: float  # time.time() of the look
     changes: list[str]  # what changed since the previous look, one line each (plain text)
-    rate: float | None  # minor faults per second since the previous look; None the first time
+    # The process's page faults per second since the previous look (minflt of
+    # /proc/PID/stat: all its minor page faults, not only userfaultfd's); None the first time.
+    rate: float | None
     exited: str | None = None  # set on the closing frame only: why the watch ended
 
 

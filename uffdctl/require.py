@@ -36,10 +36,13 @@ from __future__ import annotations
 import errno as _errno
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import abi, advice, memtypes
 from .hugepages import parse_size
-from .probe import Cell, FeatureStatus, ProbeReport
+
+if TYPE_CHECKING:  # annotations only: shell completion of --require names imports this module
+    from .probe import Cell, FeatureStatus, ProbeReport
 
 # The one qualifier: NAME@user-mode accepts a descriptor whose kernel-mode faults fail.
 USER_MODE = "user-mode"
@@ -139,6 +142,20 @@ def _all_names(capabilities_only: bool = False) -> list[str]:
     if capabilities_only:
         return names
     return names + [KERNEL_FAULTS] + [f"method={method_fact(m.name)}" for m in abi.OPEN_METHODS]
+
+
+def completion_names(capabilities_only: bool = False) -> list[str]:
+    """What shell completion offers for --require (uffdctl.completion): every name above,
+    then the comparisons' left sides with their usual operator: kernel>=, hugepages>= and
+    hugepages:SIZE>= for each huge page size this machine has."""
+    names = _all_names(capabilities_only)
+    if capabilities_only:
+        return names
+    from .hugepages import read_pools
+
+    # In kB, the spelling of the canonical key (Requirement.key: hugepages:2048kB>=64).
+    sizes = [f"hugepages:{p.size_kb}kB>=" for p in read_pools().pools]
+    return names + ["kernel>=", "hugepages>=", *sizes]
 
 
 def parse_requirement(text: str) -> Requirement:

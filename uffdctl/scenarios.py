@@ -10,8 +10,51 @@ what the mapping holds before the first touch, and how a fault is resolved.
 
 from __future__ import annotations
 
-from . import abi, demo, errors, memtypes, uffd
+import errno
+
+from . import abi, demo, errors, memtypes, pagetables, uffd
 from .demo import DemoConfig, Emit, Run, Scenario, Step, Summary
+
+# ----- what pagemap shows --------------------------------------------------------------------
+# Every claim the narration makes about page tables is a reading of /proc/self/pagemap,
+# taken before the touchers start (arm) or once they are done (collect): never on the fault
+# path, where a pagemap walk would sit on the round trip being measured.
+
+BEFORE = "before the first touch"
+AFTER = "after the faults were resolved"
+
+
+def _observe(run: Run, emit: Emit, phase: str, when: str, mapping: str, addr: int,
+             expect: pagetables.Expect, frames_of: str = "") -> pagetables.Reading | None:
+    """Read one mapping's entries, narrate what they show, keep the reading for the
+    summary.  None when pagemap cannot be read here: then nothing is claimed."""
+    try:
+        reading = pagetables.read(phase, mapping, addr, run.area.pages, run.page_size, expect)
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+        emit(Step(f"pagemap {when}: /proc/self/pagemap could not be read ({cause}): the "
+                  f"{mapping} mapping's page tables are not shown", "pagetables_unreadable",
+                  {"phase": phase, "mapping": mapping, "error": cause}))
+        return None
+    run.readings.append(reading)
+    emit(Step(pagetables.describe(reading, when, expect, frames_of), "pagetables",
+              reading.fields()))
+    return reading
+
+
+def _entries(run: Run) -> list[int]:
+    """The registered mapping's raw entries, or the error a pagemap ioctl would raise."""
+    try:
+        return pagetables.read_entries(run.area.addr, run.area.pages, run.page_size)
+    except OSError as exc:
+        raise uffd.UffdError("pagemap", exc.errno or errno.EIO) from None
+
+
+def _judge_readings(run: Run, summary: Summary) -> None:
+    """A reading that contradicts the narration fails the run: the story was not true."""
+    wrong = pagetables.disagreement(run.readings)
+    if wrong and summary.error is None:
+        summary.error = wrong
 
 
 def _minor_prepare(run: Run, emit: Emit) -> None:
@@ -20,7 +63,8 @@ def _minor_prepare(run: Run, emit: Emit) -> None:
         run.expected[i] = run.pattern(i)
         uffd.poke(area.alias + i * run.page_size, run.expected[i])
     emit(Step(f"wrote a distinct pattern into each of the {area.pages} pages through the plain "
-              "mapping: the page cache holds them, the registered mapping has no PTEs yet"))
+              "mapping, into the memfd's page cache",
+              "filled", {"pages": area.pages, "through": "plain mapping"}))
 
 
 def _minor_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
@@ -34,8 +78,26 @@ def _minor_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
         modified = True
     if run.cfg.wrong:
         uffd.poke(alias, run.pattern(index, salt=0xBAD))  # not what was promised
-    run.uffd.continue_(area.addr + index * ps, ps)
+    run.uffd.continue_(area.addr + index * ps, ps, abi.UFFDIO_CONTINUE_MODE_DONTWAKE)
     return "continue", modified
+
+
+def _minor_arm(run: Run, emit: Emit) -> None:
+    # The plain mapping wrote the pages (present); the registered one has not touched them.
+    area = run.area
+    _observe(run, emit, "before", BEFORE, "plain", area.alias, pagetables.Expect(True))
+    _observe(run, emit, "before", BEFORE, "registered", area.addr, pagetables.Expect(False))
+
+
+def _minor_collect(run: Run, summary: Summary, emit: Emit) -> None:
+    # UFFDIO_CONTINUE maps the page the page cache already holds: the registered mapping's
+    # pages are the plain mapping's page frames, where the reader may see frames at all.
+    area = run.area
+    plain = _observe(run, emit, "after", AFTER, "plain", area.alias, pagetables.Expect(True))
+    frames = plain.frames if plain is not None else None
+    _observe(run, emit, "after", AFTER, "registered", area.addr,
+             pagetables.Expect(True, frames=frames), frames_of="plain")
+    _judge_readings(run, summary)
 
 
 def _minor_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:
@@ -46,7 +108,7 @@ def _minor_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None
 
 MINOR = Scenario(
     "minor", "minor", ("hugetlb", "shmem"), _minor_prepare, _minor_resolve,
-    needs_alias=True, floor_prepare=_minor_floor,
+    needs_alias=True, floor_prepare=_minor_floor, arm=_minor_arm, collect=_minor_collect,
     story="one memfd mapped twice; the page cache already holds the data, so a first touch "
           "of the registered mapping is a minor fault, resolved with UFFDIO_CONTINUE")
 
@@ -66,15 +128,18 @@ def _missing_prepare(run: Run, emit: Emit) -> None:
     for i in range(run.area.pages):
         run.expected[i] = bytes(ps) if run.cfg.zero else run.pattern(i)
     if run.cfg.zero and not run.cfg.wrong:
-        emit(Step(f"the {run.area.pages} pages are empty; each first touch will be answered "
-                  "with UFFDIO_ZEROPAGE"))
+        emit(Step(f"nothing was written to the {run.area.pages} pages; each first touch will "
+                  "be answered with UFFDIO_ZEROPAGE", "empty",
+                  {"pages": run.area.pages, "resolve_with": "zeropage"}))
         return
     # UFFDIO_COPY copies from this process's memory: one scratch page, refilled per fault.
     run.source = uffd.mmap(ps, uffd.PROT_READ | uffd.PROT_WRITE,
                            uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
     run.stack.callback(uffd.munmap, run.source, ps)
-    emit(Step(f"the {run.area.pages} pages are empty; the handler will fill each on its first "
-              "touch with UFFDIO_COPY from a scratch page holding that page's own pattern"))
+    emit(Step(f"nothing was written to the {run.area.pages} pages; the handler will fill each "
+              "on its first touch with UFFDIO_COPY from a scratch page holding that page's "
+              "own pattern",
+              "empty", {"pages": run.area.pages, "resolve_with": "copy"}))
 
 
 def _missing_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
@@ -82,17 +147,27 @@ def _missing_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool
     if run.cfg.wrong:
         uffd.poke(run.source, run.pattern(index, salt=0xBAD))  # not what was promised
     elif run.cfg.zero:
-        run.uffd.zeropage(dst, ps)
+        run.uffd.zeropage(dst, ps, abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE)
         return "zeropage", False
     else:
         uffd.poke(run.source, run.expected[index])
-    run.uffd.copy(dst, run.source, ps)
+    run.uffd.copy(dst, run.source, ps, abi.UFFDIO_COPY_MODE_DONTWAKE)
     return "copy", False
+
+
+def _missing_arm(run: Run, emit: Emit) -> None:
+    _observe(run, emit, "before", BEFORE, "registered", run.area.addr, pagetables.Expect(False))
+
+
+def _missing_collect(run: Run, summary: Summary, emit: Emit) -> None:
+    # UFFDIO_COPY (or UFFDIO_ZEROPAGE: the shared zero page) mapped every page.
+    _observe(run, emit, "after", AFTER, "registered", run.area.addr, pagetables.Expect(True))
+    _judge_readings(run, summary)
 
 
 MISSING = Scenario(
     "missing", "missing", ("anon", "shmem", "hugetlb"), _missing_prepare, _missing_resolve,
-    check=_missing_check,
+    check=_missing_check, arm=_missing_arm, collect=_missing_collect,
     story="nothing is mapped yet, so each first touch is a missing fault; the handler "
           "supplies the page with UFFDIO_COPY (or UFFDIO_ZEROPAGE)")
 
@@ -103,8 +178,9 @@ def _wp_prepare(run: Run, emit: Emit) -> None:
     for i in range(run.area.pages):
         run.expected[i] = run.pattern(i)
         uffd.poke(run.area.page(i), run.expected[i])
-    emit(Step(f"wrote a distinct pattern into each of the {run.area.pages} pages, so every "
-              "page is mapped"))
+    emit(Step(f"wrote a distinct pattern into each of the {run.area.pages} pages, to populate "
+              "them before they are protected", "filled",
+              {"pages": run.area.pages, "through": "registered mapping"}))
 
 
 def _wp_arm(run: Run, emit: Emit) -> None:
@@ -115,12 +191,17 @@ def _wp_arm(run: Run, emit: Emit) -> None:
                           flags=abi.PM_SCAN_WP_MATCHING | abi.PM_SCAN_CHECK_WPASYNC,
                           category_mask=abi.PAGE_IS["WPALLOWED"])
         emit(Step("PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protected every page; with "
-                  "WP_ASYNC the kernel resolves each write itself, no message is sent"))
+                  "WP_ASYNC the kernel resolves each write itself, no message is sent",
+                  "protected", {"ioctl": "pagemap_scan", "pages": area.pages, "async": True}))
     else:
         run.uffd.writeprotect(area.addr, area.length, True)
-        emit(Step("UFFDIO_WRITEPROTECT protected every page: a write now stops in a WP fault"))
+        emit(Step("UFFDIO_WRITEPROTECT protected every page: a write now stops in a WP fault",
+                  "protected", {"ioctl": "writeprotect", "pages": area.pages, "async": False}))
+    _observe(run, emit, "before", "once write-protected, before the first write", "registered",
+             area.addr, pagetables.Expect(True, wp=frozenset(range(area.pages))))
     emit(Step(f"the touchers will write to {len(run.targets)} of the {area.pages} pages: "
-              f"{_page_list(run.targets)}"))
+              f"{_page_list(run.targets)}", "chosen",
+              {"pages": list(run.targets), "of": area.pages}))
 
 
 def written_pages(cfg: DemoConfig) -> int:
@@ -140,14 +221,18 @@ def _wp_choose(run: Run) -> list[int]:
 
 
 def _wp_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
-    # Recording the page is the point of tracking; unprotecting it wakes the writer.
+    # Recording the page is the point of tracking; the engine wakes the writer afterwards.
     ps = run.page_size
-    run.uffd.writeprotect(run.area.addr + index * ps, ps, False)
+    run.uffd.writeprotect(run.area.addr + index * ps, ps, False, dontwake=True)
     return "writeprotect", False
 
 
 def _wp_collect(run: Run, summary: Summary, emit: Emit) -> None:
     area, written = run.area, sorted(run.target_set)
+    # Lifting the protection (the handler's UFFDIO_WRITEPROTECT, or the kernel itself with
+    # WP_ASYNC) clears the bit on the written pages only.
+    after = _observe(run, emit, "after", AFTER, "registered", area.addr, pagetables.Expect(
+        True, wp=frozenset(range(area.pages)) - run.target_set))
     found: dict[str, list[int]] = {}
     if run.cfg.wp_async:
         regions, _ = uffd.pagemap_scan(area.addr, area.addr + area.length,
@@ -155,17 +240,20 @@ def _wp_collect(run: Run, summary: Summary, emit: Emit) -> None:
                                        return_mask=abi.PAGE_IS["WRITTEN"])
         scanned = sorted({(addr - area.addr) // run.page_size for r in regions
                           for addr in range(r.start, r.end, run.page_size)})
-        # Bit 57 of a pagemap entry is set while the page is still write-protected.
-        still = [bool(uffd.pagemap_entries(area.page(i), 1)[0] & abi.PM_UFFD_WP)
-                 for i in range(area.pages)]
+        # Bit 57 of a pagemap entry is set while the page is still write-protected (the
+        # reading above, else one read of all the entries: WP_ASYNC is 6.7, bit 57 5.14).
+        entries = after.entries if after is not None else _entries(run)
+        still = [bool(e & abi.PM_UFFD_WP) for e in entries]
         found = {"pagemap_scan": scanned,
                  "pagemap_bit57": [i for i in range(area.pages) if not still[i]]}
         run.faulted = {(0, i) for i in scanned}  # every write there was resolved by the kernel
+        run.resolved = set(scanned)  # so their touches are round trips, not aborted ones
         summary.faults = len(scanned)
         summary.kinds["wp"] = len(scanned)
         summary.writes = len(scanned)
         emit(Step(f"PAGEMAP_SCAN found the written pages {_page_list(scanned)}; pagemap bit 57 "
-                  f"is clear on {_page_list(found['pagemap_bit57'])}"))
+                  f"is clear on {_page_list(found['pagemap_bit57'])}", "found",
+                  {"pagemap_scan": scanned, "pagemap_bit57": found["pagemap_bit57"]}))
     else:
         found = {"faults": sorted(run.resolved)}
     summary.extra["written_pages"] = written
@@ -174,6 +262,7 @@ def _wp_collect(run: Run, summary: Summary, emit: Emit) -> None:
     if wrong and summary.error is None:
         summary.error = "; ".join(f"{how} found {_page_list(pages)}, but {_page_list(written)} "
                                   "were written" for how, pages in wrong.items())
+    _judge_readings(run, summary)
 
 
 def _wp_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None:

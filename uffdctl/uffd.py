@@ -5,17 +5,16 @@ Every failure raises :class:`UffdError` carrying the step ("userfaultfd", "open"
 kernel's terms (abi.errno_meaning) without parsing strings.
 
 GIL note: calls through ctypes.CDLL and CFUNCTYPE release the interpreter lock, PYFUNCTYPE
-(ctypes.string_at) does not.  A thread that touches a registered page must do so through
-:func:`touch_read`/:func:`touch_write`/:func:`poke`/:func:`compare` (libc
+(ctypes.string_at) and ctypes.PyDLL do not.  A thread that touches a registered page must do
+so through :func:`touch_read`/:func:`touch_write`/:func:`poke`/:func:`compare` (libc
 calls, GIL released) so that the handler thread can run while the toucher is blocked in the
-fault.
+fault.  The resolving ioctls keep it held (see _held_ioctl).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import fcntl
 import os
 import struct
 from typing import NamedTuple
@@ -120,20 +119,48 @@ def _ioctl(fd: int, key: str, arg: ctypes.Structure) -> None:
         raise _fail(key)
 
 
-# The resolving ioctls sit on every fault's round trip: fcntl.ioctl on a packed buffer costs
-# a fraction of a ctypes call with a fresh Structure (benchmarks/demo_roundtrip.py).
+# The resolving ioctls (wake, copy, zeropage, writeprotect, continue) keep the interpreter
+# lock held: a PyDLL function is called without Py_UNBLOCK_THREADS (CPython
+# Modules/_ctypes/callproc.c, _call_function_pointer: FUNCFLAG_PYTHONAPI), where CDLL and
+# fcntl.ioctl (Modules/fcntlmodule.c: Py_BEGIN_ALLOW_THREADS around ioctl()) release it.
+# Why: the demo's handler figure must stop when its ioctl returns.  Released, the toucher
+# that the ioctl woke on the same CPU took the lock and ran on (verifying pages) before the
+# handler could read its clock: up to a millisecond "in handler" against a round trip of
+# about 100 us.  Held, no other Python thread runs between the ioctl's return and the clock
+# read.  Safe: none of these ioctls waits for another Python thread.  They work on the
+# kernel's page tables and page cache; UFFDIO_COPY reads this process's own source page,
+# which is never registered (a fault there would wait for this very handler, lock or not).
+# But a thread woken while the lock is held wakes only to wait for it: 6 context switches a
+# fault instead of 2, and twice the round trip (measured, --cpus same).  So the fault loop
+# resolves with DONTWAKE, reads its clock, then wakes with wake(hand_over=True), the one
+# call that releases the lock: the woken thread runs at once, as before.  That extra ioctl
+# (about 1 us) is partly paid back by demo._handle reading at once after a wake on one CPU
+# instead of polling: the round trip's median grew 3-8% (interleaved before/after runs).
+# The struct is packed into one buffer per descriptor whose address is computed once, and
+# the request and the address are passed as ready ctypes objects (no argtypes conversion):
+# as cheap as fcntl.ioctl on a fresh bytearray.
+_held_ioctl = ctypes.PyDLL(None, use_errno=True).ioctl
+_held_ioctl.restype = ctypes.c_int
+_released_ioctl = ctypes.CDLL(None, use_errno=True).ioctl  # its own pointer: no argtypes
+_released_ioctl.restype = ctypes.c_int
 _WORDS4 = struct.Struct("<QQQQ")
 _WORDS5 = struct.Struct("<QQQQQ")
-_REQ = {key: abi.IOCTL_BY_KEY[key].request
+_REQ = {key: ctypes.c_ulong(abi.IOCTL_BY_KEY[key].request)
         for key in ("wake", "copy", "zeropage", "writeprotect", "continue")}
+_ARG_SIZE = _WORDS5.size  # the largest of their structs (uffdio_copy)
 
 
-def _fast_ioctl(fd: int, key: str, packed: bytearray) -> bytearray:
-    try:
-        fcntl.ioctl(fd, _REQ[key], packed, True)
-    except OSError as exc:
-        raise UffdError(key, exc.errno or _errno.EIO) from None
-    return packed
+class _ArgBuffer:
+    """The argument of a resolving ioctl: a buffer and its address, made once."""
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(_ARG_SIZE)
+        self.ptr = ctypes.c_void_p(ctypes.addressof(self.buf))
+
+
+def _fast_ioctl(fd: int, key: str, arg: _ArgBuffer, release: bool = False) -> None:
+    if (_released_ioctl if release else _held_ioctl)(fd, _REQ[key], arg.ptr) != 0:
+        raise _fail(key)
 
 
 def _signed(value: int) -> int:
@@ -244,6 +271,9 @@ class Userfaultfd:
         self.fd = fd
         self.features = 0  # what UFFDIO_API reported
         self.ioctls = 0
+        # One thread at a time resolves through one descriptor (the demo's handler, the
+        # probe): the buffer is shared by its resolving calls.
+        self._arg = _ArgBuffer()
 
     @classmethod
     def open(cls, method: abi.OpenMethod = abi.OPEN_METHODS[0], nonblock: bool = True
@@ -277,16 +307,21 @@ class Userfaultfd:
     def unregister(self, start: int, length: int) -> None:
         _ioctl(self.fd, "unregister", UffdioRange(start, length))
 
-    def wake(self, start: int, length: int) -> None:
-        _fast_ioctl(self.fd, "wake", bytearray(struct.pack("<QQ", start, length)))
+    def wake(self, start: int, length: int, hand_over: bool = False) -> None:
+        """UFFDIO_WAKE.  hand_over: release the interpreter lock during the call, so a woken
+        Python thread runs at once (after a DONTWAKE resolve whose time has been taken)."""
+        _WORDS4.pack_into(self._arg.buf, 0, start, length, 0, 0)  # uffdio_range: 2 words
+        _fast_ioctl(self.fd, "wake", self._arg, hand_over)
 
     def copy(self, dst: int, src: int, length: int, mode: int = 0) -> int:
-        out = _fast_ioctl(self.fd, "copy", bytearray(_WORDS5.pack(dst, src, length, mode, 0)))
-        return _signed(_WORDS5.unpack(out)[4])
+        _WORDS5.pack_into(self._arg.buf, 0, dst, src, length, mode, 0)
+        _fast_ioctl(self.fd, "copy", self._arg)
+        return _signed(_WORDS5.unpack_from(self._arg.buf)[4])
 
     def zeropage(self, start: int, length: int, mode: int = 0) -> int:
-        out = _fast_ioctl(self.fd, "zeropage", bytearray(_WORDS4.pack(start, length, mode, 0)))
-        return _signed(_WORDS4.unpack(out)[3])
+        _WORDS4.pack_into(self._arg.buf, 0, start, length, mode, 0)
+        _fast_ioctl(self.fd, "zeropage", self._arg)
+        return _signed(_WORDS4.unpack_from(self._arg.buf)[3])
 
     def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
         arg = UffdioMove(dst, src, length, mode, 0)
@@ -297,11 +332,13 @@ class Userfaultfd:
                      ) -> None:
         mode = (abi.UFFDIO_WRITEPROTECT_MODE_WP if protect else 0) | (
             abi.UFFDIO_WRITEPROTECT_MODE_DONTWAKE if dontwake else 0)
-        _fast_ioctl(self.fd, "writeprotect", bytearray(struct.pack("<QQQ", start, length, mode)))
+        _WORDS4.pack_into(self._arg.buf, 0, start, length, mode, 0)  # 3 words
+        _fast_ioctl(self.fd, "writeprotect", self._arg)
 
     def continue_(self, start: int, length: int, mode: int = 0) -> int:
-        out = _fast_ioctl(self.fd, "continue", bytearray(_WORDS4.pack(start, length, mode, 0)))
-        return _signed(_WORDS4.unpack(out)[3])
+        _WORDS4.pack_into(self._arg.buf, 0, start, length, mode, 0)
+        _fast_ioctl(self.fd, "continue", self._arg)
+        return _signed(_WORDS4.unpack_from(self._arg.buf)[3])
 
     def poison(self, start: int, length: int, mode: int = 0) -> int:
         arg = UffdioPoison(UffdioRange(start, length), mode, 0)

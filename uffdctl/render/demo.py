@@ -11,7 +11,7 @@ import sys
 from typing import TextIO
 
 from ..demo import Fault, Step, Summary, log2_histogram, percentiles
-from .documents import event_json, summary_json
+from .documents import demo_failed_json, event_json, summary_json
 
 STREAM_LIMIT = 64  # beyond this many pages the terminal shows progress, not every fault
 
@@ -25,7 +25,8 @@ def fault_line(e: Fault) -> str:
     dup = " (another thread, same page: woken)" if e.duplicate else ""
     mod = ", contents changed first" if e.modified else ""
     return (f"fault #{e.seq} page {e.page} @0x{e.address:x} {what} tid {e.tid} -> "
-            f"UFFDIO_{e.resolved_with.upper()}{mod}{dup} [{_us(e.handle_ns)} in handler]")
+            f"UFFDIO_{e.resolved_with.upper()}{mod}{dup} "
+            f"[handler: {_us(e.handle_ns)} from message read to ioctl return]")
 
 
 def _plain(value: object) -> str:
@@ -48,17 +49,42 @@ def summary_lines(s: Summary) -> list[str]:
         + (f"; pages that differ: {s.mismatched_pages}" if s.mismatched_pages else ""),
     ]
     if lat:
-        lines.append(f"round trip per fault (toucher's view): p50 {_us(lat['p50'])}, p90 "
-                     f"{_us(lat['p90'])}, p99 {_us(lat['p99'])}, max {_us(lat['max'])} "
-                     f"({lat['n']} samples)")
+        lines.append(f"round trip per fault (toucher: touch call to its return, with fault, "
+                     f"handler and wake-up): p50 {_us(lat['p50'])}, p90 {_us(lat['p90'])}, "
+                     f"p99 {_us(lat['p99'])}, max {_us(lat['max'])} ({lat['n']} samples)")
+    if s.aborted_touches:
+        lines.append(f"aborted touches: {s.aborted_touches} (woken by the abort, never "
+                     "resolved: in no round-trip figure)")
     if floor:
         ratio = f" = {lat['p50'] / floor['p50']:.0f}x the floor" if lat and floor['p50'] else ""
-        lines.append(f"kernel's own fault, no userfaultfd (floor): p50 {_us(floor['p50'])}"
-                     + ratio)
+        lines.append(f"kernel's own fault, no userfaultfd (floor, the same touch timed the "
+                     f"same way): p50 {_us(floor['p50'])}" + ratio)
     lines.append(f"placement: {s.cpu_note}; uffd via {s.uffd_method}; {s.threads} thread(s)")
     for key, value in s.extra.items():
+        if key == "pagetables" and isinstance(value, list):
+            lines += [_pagetables_line(r, s.mode) for r in value if isinstance(r, dict)]
+            continue
         lines.append(f"{key.replace('_', ' ')}: {_plain(value)}")
     return lines
+
+
+def _pagetables_line(r: dict[str, object], mode: str) -> str:
+    """One pagemap reading of the summary (pagetables.Reading.fields()): what the demo of
+    ``mode`` claims of it."""
+    line = (f"pagemap {r['phase']}, {r['mapping']} mapping: {r['present']} of {r['pages']} "
+            "present")
+    if mode == "wp":
+        line += (f", uffd-wp on {r['uffd_wp']}" if r.get("uffd_wp") is not None else
+                 ", uffd-wp bit unknown (pagemap has none before Linux 5.14)")
+    if r.get("same_frame") is not None:
+        line += f", same page frames as the plain mapping: {r['same_frame']}"
+    elif mode == "minor" and r["mapping"] == "registered" and r["phase"] == "after" \
+            and not r.get("pfn_visible"):
+        line += ", page frames hidden (needs CAP_SYS_ADMIN)"
+    unexpected = r.get("unexpected")
+    if unexpected:
+        line += f"; not as the demo says: pages {_plain(unexpected)}"
+    return line
 
 
 def histogram_lines(s: Summary, width: int = 40) -> list[str]:
@@ -87,6 +113,14 @@ class JsonRenderer:
         import json
 
         self.out.write(json.dumps(summary_json(s)) + "\n")
+        self.out.flush()
+
+    def failed(self, mode: str, backing: str, cause: str, fix: str, status: int) -> None:
+        """The run ended without a summary: still one final object (the cause is also the
+        one line on stderr)."""
+        import json
+
+        self.out.write(json.dumps(demo_failed_json(mode, backing, cause, fix, status)) + "\n")
         self.out.flush()
 
 

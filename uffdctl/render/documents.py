@@ -61,11 +61,13 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
                 record, why, fix}]}
     capacity: {hugepages: [{size_kb, size, default, total, free}],
                demos: [{demo, backing, size_kb, needs, free, can_run, why}]}
+    ioctl_notes: [{memory, mode, ioctl, status, reason, errno, first, source}] (why each memory
+                 type's widest cell lacks an ioctl others get, or is refused one it lists)
     requirements: [{name, kind, key, needs_kernel_faults, met, reason}]
     caller: {name, pid, uid, gid, groups, cap_eff, no_new_privs, seccomp, seccomp_filters,
              initial_userns, copied: [what], inferred: [what]} | null (probe --pid/--user)
     """
-    from ..probe import capacity
+    from ..probe import capacity, ioctl_notes
 
     ctx = report.access.context
     verdict = report.access.verdict
@@ -136,6 +138,11 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
                        "needs": d.needs, "free": d.free, "can_run": d.can_run,
                        "why": d.why or None} for d in now.demos],
         },
+        # A key added in schema 3: no bump (keys are only ever added within a version).
+        "ioctl_notes": [{"memory": n.memory, "mode": n.mode, "ioctl": n.ioctl,
+                         "status": n.status, "reason": n.reason, "errno": n.errno,
+                         "first": n.first or None, "source": n.source or None}
+                        for n in ioctl_notes(report)],
         "requirements": requirements,
         "caller": None if report.caller is None else dataclasses.asdict(report.caller),
     }
@@ -149,18 +156,31 @@ def probe_error_json(exc: errors.UffdctlError) -> dict[str, Any]:
 
 # ----- demo -------------------------------------------------------------------------------------
 
+# 1: every step has a stable name and typed fields (demo.STEPS); every run ends with one
+# "summary" object carrying exit_status, also a run refused or interrupted after it started.
+DEMO_SCHEMA_VERSION = 1
+
+
 def summary_json(s: Summary) -> dict[str, Any]:
+    """The last line of `demo --json` (uffdctl-demo(1), TIMINGS).  latency_ns: per faulting
+    touch the handler resolved, in the touching thread, from just before the touch call to
+    just after it returned (fault, handler, wake-up); histogram_us the same in log2 buckets.
+    aborted_touches: faulting touches the abort ended (never resolved), in no figure.
+    floor_ns: the same touch on an unregistered mapping (the kernel's own fault)."""
     from ..demo import log2_histogram, percentiles
 
     lat = percentiles(s.latency_ns)
     floor = percentiles(s.floor_ns)
     return {
-        "event": "summary", "mode": s.mode, "pages": s.pages, "faults": s.faults,
+        "event": "summary", "schema_version": DEMO_SCHEMA_VERSION,
+        "exit_status": 0 if s.ok else 1,  # errors.OK / errors.FAILED, as the process exits
+        "mode": s.mode, "pages": s.pages, "faults": s.faults,
         "expected_faults": s.expected_faults,
         **{m.name: s.kinds.get(m.name, 0) for m in abi.REGISTER_MODES},
         "messages": s.messages, "writes": s.writes,
         "verified_bytes": s.verified_bytes, "ok": s.ok,
         "latency_ns": {k: lat[k] for k in ("p50", "p90", "p99", "max") if k in lat},
+        "aborted_touches": s.aborted_touches,
         "floor_ns": {k: floor[k] for k in ("p50", "p90", "p99", "max") if k in floor},
         "histogram_us": [[bound, count] for bound, count in log2_histogram(s.latency_ns)],
         "backing": s.backing, "page_size": s.page_size, "threads": s.threads, "cpus": s.cpus,
@@ -174,11 +194,63 @@ def event_json(e: Step | Fault) -> dict[str, Any]:
     from ..demo import Step
 
     if isinstance(e, Step):
-        return {"event": "step", "text": e.text}
+        return {"event": "step", "name": e.name, "text": e.text, **e.fields}
     return {"event": "fault", "seq": e.seq, "page": e.page, "address": e.address,
             "flags": e.flag_names, "flags_mask": e.flags, "kind": e.kind, "tid": e.tid,
             "resolved_with": e.resolved_with, "modified": e.modified,
+            # From the handler taking the message (read() returned) to the resolving
+            # ioctl's return; the thread is woken after (demo._handle).
             "duplicate": e.duplicate, "handle_ns": e.handle_ns}
+
+
+def demo_failed_json(mode: str, backing: str, cause: str, fix: str, status: int
+                     ) -> dict[str, Any]:
+    """The last object of a run that ended without a summary of its own (refused after it
+    started, interrupted, an internal error): a consumer of the stream always gets a
+    result."""
+    return {"event": "summary", "schema_version": DEMO_SCHEMA_VERSION, "exit_status": status,
+            "ok": False, "mode": mode, "backing": backing, "error": cause, "fix": fix}
+
+
+def demo_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of one line of `demo --json`: a step (demo.STEPS gives
+    each name's fields), a fault, or the summary."""
+    from ..demo import STEPS
+
+    def typed(t: object) -> dict[str, Any]:
+        return t if isinstance(t, dict) else {"type": t}
+
+    steps = []
+    for name, (_what, fields) in STEPS.items():
+        steps.append({
+            "type": "object",
+            "properties": {"event": {"const": "step"}, "name": {"const": name},
+                           "text": {"type": "string"},
+                           **{k: typed(t) for k, t in fields.items()}},
+            "required": ["event", "name", "text", *fields],
+            "additionalProperties": False,
+        })
+    integer, string, boolean = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
+    fault = {
+        "type": "object",
+        "properties": {"event": {"const": "fault"}, "seq": integer, "page": integer,
+                       "address": integer, "flags": {"type": "array", "items": string},
+                       "flags_mask": integer, "kind": string, "tid": integer,
+                       "resolved_with": string, "modified": boolean, "duplicate": boolean,
+                       "handle_ns": integer},
+        "required": ["event", "seq", "page", "address", "flags", "kind", "tid",
+                     "resolved_with", "handle_ns"],
+    }
+    summary = {
+        "type": "object",
+        "properties": {"event": {"const": "summary"}, "schema_version": integer,
+                       "exit_status": integer, "ok": boolean, "mode": string,
+                       "backing": string, "error": {"type": ["string", "null"]}},
+        "required": ["event", "schema_version", "exit_status", "ok", "mode", "backing",
+                     "error"],
+    }
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "oneOf": [*steps, fault, summary]}
 
 
 # ----- inspect and ps

@@ -302,7 +302,9 @@ def _head(report: ProcessReport, rate: float | None) -> list[RenderableType]:
     head.append(inert(report.comm), style="bold")
     head.append(f"  state {inert(report.state)}")
     if rate is not None:
-        head.append(f"  minor faults {rate:.0f}/s")
+        # minflt counts every minor page fault of the process, not userfaultfd's MINOR faults.
+        head.append(f"  page faults {rate:.0f}/s (minflt: all minor page faults of the "
+                    "process, not only userfaultfd's)")
     parts: list[RenderableType] = [head]
     if report.cmdline:
         parts.append(Text("cmdline: " + inert(" ".join(report.cmdline))[:400], style="dim"))

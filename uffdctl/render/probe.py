@@ -10,7 +10,7 @@ from rich.text import Text
 from .. import abi, kconfig
 from ..advice import DEMO_MINOR_PAGES, demo_minor_outlook, leftover, reserve_hugepages
 from ..output import inert
-from ..probe import NO_FREE_HUGE_PAGE, Outline, ProbeReport, outline
+from ..probe import NO_FREE_HUGE_PAGE, Outline, ProbeReport, ioctl_notes, outline, widest
 from ..require import RequirementResult
 from .documents import size_name
 
@@ -180,25 +180,38 @@ def _matrix(report: ProbeReport, con: Console) -> None:
 def _ioctls(report: ProbeReport, con: Console) -> None:
     _heading(con, "Ioctls UFFDIO_REGISTER hands back (widest working mode per memory)")
     for mem in _memories(report):
-        cells = [c for c in report.matrix if c.memory == mem and c.ok]
-        if not cells:
+        cell = widest(report, mem)
+        if cell is None:
             bad = next(c for c in report.matrix if c.memory == mem)
             _line(con, "INFO", f"{mem}: {bad.error or bad.status}",
                   f"fix: {bad.fix}" if bad.fix else "")
             continue
-        widest = max(cells, key=lambda c: bin(c.ioctls_mask).count("1"))
-        text = f"{mem} [{widest.mode}]: {' '.join(widest.working_ioctls)}"
-        notes = [f"{n} listed but fails ({e})" for n, e in widest.failing_ioctls.items()]
+        text = f"{mem} [{cell.mode}]: {' '.join(cell.working_ioctls)}"
+        notes = [f"{n} listed but fails ({e})" for n, e in cell.failing_ioctls.items()]
         # Untried for want of a free huge page: capacity, not a failure (the cell stands).
         untried: dict[str, list[str]] = {}
-        for n, why in widest.untested_ioctls.items():
+        for n, why in cell.untested_ioctls.items():
             untried.setdefault(why, []).append(n)
         pool = report.hugepages.pool()
         for why, names in untried.items():
             notes.append(f"{' '.join(names)} not tried: {why}" + (
                 f"; fix: {reserve_hugepages(pool.size)}"
                 if why == NO_FREE_HUGE_PAGE and pool is not None else ""))
-        _line(con, "WARN" if widest.failing_ioctls else "PASS", text, "; ".join(notes))
+        _line(con, "WARN" if cell.failing_ioctls else "PASS", text, "; ".join(notes))
+    _ioctl_notes(report, con)
+
+
+def _ioctl_notes(report: ProbeReport, con: Console) -> None:
+    """Why the lists above differ, one line per difference: the memory types it holds for,
+    the ioctl, and the reason (abi.IOCTL_DIFFERENCES; uffdctl-probe(1) has the sources)."""
+    grouped: dict[tuple[str, str, str, str | None], list[str]] = {}
+    for n in ioctl_notes(report):
+        grouped.setdefault((n.ioctl, n.status, n.reason, n.errno), []).append(n.memory)
+    for (ioctl, status, reason, errno), memories in grouped.items():
+        what = (f"UFFDIO_{ioctl.upper()} listed, refused ({errno})" if status == "refused"
+                else f"no UFFDIO_{ioctl.upper()}")
+        _line(con, "WARN" if status == "unexplained" else "INFO",
+              f"{', '.join(memories)}: {what}: {reason}")
 
 
 def _hugepages(report: ProbeReport, con: Console) -> None:
