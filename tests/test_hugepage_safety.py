@@ -386,9 +386,13 @@ def test_two_demos_as_root_each_get_their_own_pages(no_free_hugepages: NoFree,
                 assert summary(out)["ok"]
             assert pool_state() == before
             reserved = sorted(summary(out)["reserved_pages"] for _, out, _ in runs)
-            if reserved == [0, 16]:
-                break  # they overlapped: the second reserved its own
-            assert reserved == [0, 0]  # one after the other: both used the free pages
+            if reserved == [0, 0]:
+                continue  # one after the other: both used the free pages
+            # They overlapped: the second reserved its own, all 16, or fewer when it came
+            # while the first was giving its pages back (hugetlbfs frees a file's pages one
+            # at a time, and what is free then is free for it).
+            assert reserved[0] == 0 and 0 < reserved[1] <= 16, reserved
+            break
         else:
             pytest.fail("the two demos never ran at the same time")
 
