@@ -6,7 +6,9 @@ fs/proc/task_mmu.c.  Nothing in this module talks to the kernel; the syscall lay
 and the logic modules read these tables.  Each fact lives in one table here: what each mode
 needs on each memory type (MODE_SUPPORT), why the ioctls UFFDIO_REGISTER hands back differ
 between memory types (IOCTL_DIFFERENCES), the ways to open a userfaultfd (OPEN_METHODS), the
-features, ioctls, register modes and VmFlags; the columns and lists elsewhere derive from them.
+Kconfig symbols that gate features and the release each architecture gained them in
+(KCONFIG_GATES: a feature's own release is x86_64's), the features, ioctls, register modes
+and VmFlags; the columns and lists elsewhere derive from them.
 
 Kernel releases are strings ("5.13"); "7.3-rc" marks items present only in a release
 candidate.  Bits a newer kernel adds that this table does not know are kept and named
@@ -111,9 +113,188 @@ class Feature(NamedTuple):
         return "UFFD_FEATURE_" + self.name
 
 
-_ARCH_WP = "CONFIG_HAVE_ARCH_USERFAULTFD_WP"  # x86_64 5.7; arm64 later (not in Debian's 6.1)
-_ARCH_MINOR = "CONFIG_HAVE_ARCH_USERFAULTFD_MINOR"  # 64-bit only: x86_64 and arm64 from 5.13
+_ARCH_WP = "CONFIG_HAVE_ARCH_USERFAULTFD_WP"  # per architecture: KCONFIG_GATES below
+_ARCH_MINOR = "CONFIG_HAVE_ARCH_USERFAULTFD_MINOR"  # per architecture: KCONFIG_GATES below
 _WP_MARKER = "CONFIG_PTE_MARKER_UFFD_WP"  # PTE markers: WP on shmem and hugetlbfs (5.19)
+_RWP = "CONFIG_USERFAULTFD_RWP"
+
+
+# ----- what depends on the architecture ------------------------------------------------------
+# A feature gated by a HAVE_ARCH_* symbol exists only where the architecture selects that
+# symbol in arch/*/Kconfig, from the release that added the select: the release column of
+# FEATURES (and MODE_SUPPORT) is the first release anywhere, which is x86_64's.  These tables
+# say, per architecture, where it came later or never, with the commit.
+
+def kernel_arch(machine: str) -> str:
+    """The kernel's name of the architecture os.uname().machine reports (arch/*/): aarch64 is
+    arm64, ppc64le powerpc, s390x s390; i386/i686 stay apart from x86_64, since the x86
+    selects below are `if X86_64`."""
+    return {"aarch64": "arm64", "arm64": "arm64", "ppc64le": "powerpc", "ppc64": "powerpc",
+            "s390x": "s390", "i686": "i386", "i586": "i386"}.get(machine, machine)
+
+
+class ArchFirst(NamedTuple):
+    """When one architecture first selects a HAVE_ARCH symbol.
+
+    ``first`` None: no release selects it (as far as ``source`` goes).  ``commit``: the hash
+    and title that brought the select ("" where none does).  ``verified``: the select was read
+    in the commit (the patch as merged, and the pull request that took it into that release);
+    False: taken from the fact sheet or the lists, not from the kernel source.
+    ``condition``: what the running machine needs besides (riscv: a CPU extension, checked at
+    boot)."""
+
+    arch: str  # a kernel_arch() name
+    first: str | None
+    commit: str
+    source: str
+    verified: bool = True
+    condition: str = ""
+
+
+class KconfigGate(NamedTuple):
+    """A Kconfig symbol without which userfaultfd_api() leaves features out of its answer
+    (fs/userfaultfd.c; mm/userfaultfd.c from 6.13 on).
+
+    ``kind``: "arch" for a HAVE_ARCH symbol an architecture selects (no user can set it),
+    "option" for one a kernel's configuration chooses, "derived" for a def_bool that follows
+    from others.  ``depends_on``: the symbol it needs (PTE markers need the uffd-wp PTE bit).
+    ``filtered_from``: the release from which userfaultfd_api() drops the features when the
+    symbol is unset; before it, the kernel offered them on every architecture (and a
+    registration then silently did nothing there)."""
+
+    symbol: str
+    kind: str
+    support: str  # what it brings, as a cause names it: "userfaultfd write-protect"
+    first: str  # the release that added the symbol
+    source: str
+    depends_on: str = ""
+    arches: tuple[ArchFirst, ...] = ()
+    filtered_from: str = ""
+    filtered_by: str = ""  # the commit that made userfaultfd_api() filter on it, if later
+
+
+_X86_WP = '5a281062af1d "userfaultfd: wp: add WP pagetable tracking to x86"'
+_X86_WP_SOURCE = ("5.7: arch/x86/Kconfig selects HAVE_ARCH_USERFAULTFD_WP if X86_64 && "
+                  "USERFAULTFD (the `X86_64 &&` from \"mm/userfaultfd: Disable userfaultfd-wp "
+                  "on x86_32\", posted 2020-04-13 as a fix of 5a281062af1d)")
+_MINOR = '7677f7fd8be7 "userfaultfd: add minor fault registration mode"'
+_MINOR_SOURCE = ("5.13: arch/x86/Kconfig selects HAVE_ARCH_USERFAULTFD_MINOR if X86_64 && "
+                 "USERFAULTFD, arch/arm64/Kconfig if USERFAULTFD (64-bit only: VM_UFFD_MINOR "
+                 "needs a high VMA flag bit)")
+_NOT_FOUND = "no select of it found in arch/{}/Kconfig"
+
+KCONFIG_GATES: tuple[KconfigGate, ...] = (
+    KconfigGate(
+        _ARCH_WP, "arch", "userfaultfd write-protect", "5.7",
+        "a uffd-wp bit in the architecture's page table entries; userfaultfd_api() clears "
+        "PAGEFAULT_FLAG_WP without it and userfaultfd_register() refuses MODE_WP",
+        arches=(
+            ArchFirst("x86_64", "5.7", _X86_WP, _X86_WP_SOURCE),
+            ArchFirst("i386", None, "", _X86_WP_SOURCE),
+            ArchFirst("arm64", "6.10", '5b32510af77b "arm64/mm: Add uffd write-protect support"',
+                      "6.10 (the arm64 pull \"arm64 updates for 6.10\"): arch/arm64/Kconfig "
+                      "selects HAVE_ARCH_USERFAULTFD_WP if USERFAULTFD; the bit is PTE bit 58"),
+            # The fact sheet (userfaultfd-facts.md 3.1, 8.4) gives 7.2; the series was read on
+            # the lists, not in the release that merged it.
+            ArchFirst("riscv64", "7.2", '"riscv: mm: Add uffd write-protect support"',
+                      "arch/riscv/Kconfig selects HAVE_ARCH_USERFAULTFD_WP if 64BIT && MMU && "
+                      "USERFAULTFD && RISCV_ISA_SVRSW60T59B; pgtable_supports_uffd_wp() "
+                      "checks the extension at boot", verified=False,
+                      condition="a CPU with the Svrsw60t59b extension"),
+            ArchFirst("loongarch64", None, "", _NOT_FOUND.format("loongarch"), verified=False),
+            ArchFirst("powerpc", None, "", _NOT_FOUND.format("powerpc"), verified=False),
+            ArchFirst("s390", None, "", _NOT_FOUND.format("s390"), verified=False),
+        ),
+        # 00b151f21f39 "mm/userfaultfd: fail uffd-wp registration if not supported" (5.14):
+        # from it, userfaultfd_api() clears PAGEFAULT_FLAG_WP without the symbol.  From 5.7
+        # to 5.13 every architecture was offered the bit and could register MODE_WP on
+        # anonymous memory, where pte_mkuffd_wp() was a no-op: no write ever faulted.
+        filtered_from="5.14",
+        filtered_by='00b151f21f39 "mm/userfaultfd: fail uffd-wp registration if not supported"'),
+    KconfigGate(
+        _ARCH_MINOR, "arch", "userfaultfd minor faults", "5.13",
+        "VM_UFFD_MINOR, a VMA flag bit only 64-bit architectures have free; "
+        "userfaultfd_api() clears MINOR_HUGETLBFS and MINOR_SHMEM without it",
+        arches=(
+            ArchFirst("x86_64", "5.13", _MINOR, _MINOR_SOURCE),
+            ArchFirst("i386", None, "", _MINOR_SOURCE),
+            ArchFirst("arm64", "5.13", _MINOR, _MINOR_SOURCE),
+            ArchFirst("riscv64", "6.5",
+                      'a2492ca86c98 "riscv: Select HAVE_ARCH_USERFAULTFD_MINOR"',
+                      "6.5 (\"RISC-V Patches for the 6.5 Merge Window, Part 2\"): if 64BIT && "
+                      "USERFAULTFD"),
+            ArchFirst("loongarch64", "6.9",
+                      'f48ad26e5e57 "LoongArch: Select HAVE_ARCH_USERFAULTFD_MINOR in Kconfig"',
+                      "6.9 (tag loongarch-6.9): if USERFAULTFD"),
+            ArchFirst("powerpc", None, "", _NOT_FOUND.format("powerpc"), verified=False),
+            ArchFirst("s390", None, "", _NOT_FOUND.format("s390"), verified=False),
+        ),
+        # The commit that added the symbol also filters the API (MINOR_SHMEM since 5.14).
+        filtered_from="5.13"),
+    KconfigGate(
+        _WP_MARKER, "option", "uffd-wp PTE markers (write-protect on shmem and hugetlbfs)",
+        "5.19",
+        "mm/Kconfig: bool, default y, depends on HAVE_ARCH_USERFAULTFD_WP (5.19, the series "
+        "of b1f9e876862d \"mm/uffd: enable write protection for shmem & hugetlbfs\"); "
+        "userfaultfd_api() clears WP_HUGETLBFS_SHMEM, WP_UNPOPULATED and WP_ASYNC without it",
+        # 5.19 clears WP_HUGETLBFS_SHMEM under #ifndef CONFIG_HAVE_ARCH_USERFAULTFD_WP
+        # (b1f9e876862d), the 6.x source under #ifndef CONFIG_PTE_MARKER_UFFD_WP: either way
+        # an architecture without the uffd-wp bit is never offered them.
+        depends_on=_ARCH_WP, filtered_from="5.19"),
+    KconfigGate(
+        _RWP, "derived", "userfaultfd read-write-protect", "7.3-rc",
+        "mm/Kconfig: def_bool y, depends on 64BIT && ARCH_HAS_PTE_PROTNONE && "
+        "HAVE_ARCH_USERFAULTFD_WP (7.3-rc)", depends_on=_ARCH_WP, filtered_from="7.3-rc"),
+)
+KCONFIG_GATE_BY_SYMBOL = {g.symbol: g for g in KCONFIG_GATES}
+# Not gated by any architecture, though one might expect it: UFFD_FEATURE_MOVE (6.8).
+# userfaultfd_api() filters only the MINOR, WP and (7.3-rc) RWP bits, and move_pages()
+# (mm/userfaultfd.c) takes the PMD path only where pmd_trans_huge_lock() finds a huge PMD,
+# which without CONFIG_TRANSPARENT_HUGEPAGE it never does: MOVE needs CONFIG_USERFAULTFD only.
+
+
+def gate_chain(symbol: str) -> list[KconfigGate]:
+    """The gate of ``symbol`` and, after it, every gate it depends on (PTE markers, then the
+    uffd-wp bit); empty for a symbol no table here knows."""
+    chain: list[KconfigGate] = []
+    while symbol in KCONFIG_GATE_BY_SYMBOL and all(g.symbol != symbol for g in chain):
+        gate = KCONFIG_GATE_BY_SYMBOL[symbol]
+        chain.append(gate)
+        symbol = gate.depends_on
+    return chain
+
+
+def arch_gate(symbol: str) -> KconfigGate | None:
+    """The architecture's own symbol behind ``symbol`` (a HAVE_ARCH one with per-architecture
+    releases), or None when nothing behind it depends on the architecture."""
+    return next((g for g in gate_chain(symbol) if g.arches), None)
+
+
+def arch_first(symbol: str, arch: str) -> ArchFirst | None:
+    """When ``arch`` (a kernel_arch() name) first selected the architecture's symbol behind
+    ``symbol``; None when no table here says anything about that architecture."""
+    gate = arch_gate(symbol)
+    return next((a for a in gate.arches if a.arch == arch), None) if gate else None
+
+
+def release_order(first: str) -> tuple[int, int, int]:
+    """A sort key for release strings: a release candidate ("7.3-rc") before the release."""
+    return (*release_tuple(first), 0 if first.endswith("-rc") else 1)
+
+
+def first_on(key: str, arch: str) -> str | None:
+    """The first release in which feature ``key`` exists on ``arch``: the later of the release
+    that added it and the one in which the architecture selected its symbol.  None: no release
+    has it there.  An architecture the tables do not list gets the feature's own release."""
+    feat = FEATURE_BY_KEY[key]
+    where = arch_first(feat.kconfig, arch) if feat.kconfig else None
+    if where is None:
+        return feat.first
+    if where.first is None:
+        return None
+    return max(feat.first, where.first, key=release_order)
+
+
 FEATURES: tuple[Feature, ...] = (
     Feature(0, "PAGEFAULT_FLAG_WP", "5.7", "write-protect faults can be tracked", "wp, anonymous",
             _ARCH_WP),
@@ -149,10 +330,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature(16, "MOVE", "6.8", "UFFDIO_MOVE exists", "anonymous private"),
     Feature(17, "RWP", "7.3-rc",
             "read-write-protect tracking (UFFDIO_REGISTER_MODE_RWP, UFFDIO_RWPROTECT)",
-            "rwp, anon, shmem, hugetlb", "CONFIG_USERFAULTFD_RWP"),
+            "rwp, anon, shmem, hugetlb", _RWP),
     Feature(18, "RWP_ASYNC", "7.3-rc",
-            "read-write-protect faults resolved in place without a message", "rwp",
-            "CONFIG_USERFAULTFD_RWP"),
+            "read-write-protect faults resolved in place without a message", "rwp", _RWP),
 )
 FEATURE_BY_BIT = {f.bit: f for f in FEATURES}
 FEATURE_BY_KEY = {f.key: f for f in FEATURES}
@@ -300,11 +480,9 @@ MODE_SUPPORT: tuple[ModeSupport, ...] = (
     ModeSupport("minor", "shmem", "5.14", ("minor_shmem",), ("wake", "continue"), _ARCH_MINOR),
     ModeSupport("minor", "hugetlb", "5.13", ("minor_hugetlbfs",), ("wake", "continue"),
                 _ARCH_MINOR),
-    ModeSupport("rwp", "anon", "7.3-rc", ("rwp",), ("wake", "rwprotect"), "CONFIG_USERFAULTFD_RWP"),
-    ModeSupport("rwp", "shmem", "7.3-rc", ("rwp",), ("wake", "rwprotect"),
-                "CONFIG_USERFAULTFD_RWP"),
-    ModeSupport("rwp", "hugetlb", "7.3-rc", ("rwp",), ("wake", "rwprotect"),
-                "CONFIG_USERFAULTFD_RWP"),
+    ModeSupport("rwp", "anon", "7.3-rc", ("rwp",), ("wake", "rwprotect"), _RWP),
+    ModeSupport("rwp", "shmem", "7.3-rc", ("rwp",), ("wake", "rwprotect"), _RWP),
+    ModeSupport("rwp", "hugetlb", "7.3-rc", ("rwp",), ("wake", "rwprotect"), _RWP),
 )
 
 

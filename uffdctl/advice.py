@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from . import abi
 from .hugepages import HugePages, Leftover, Shortfall, default_size_kb
+from .support import ARCHITECTURE, BUILD, CONFIGURATION, RELEASE, Absence
 
 DEMO_MINOR_PAGES = 16  # `demo minor` as is: 8 pages, and as many for the floor's mapping
 
@@ -108,62 +110,122 @@ def demo_minor_outlook(pools: HugePages, euid: int, works: Sequence[str] | None 
             + (f"; or run {instead}" if instead else ""))
 
 
-def not_offered(missing: list[str]) -> str:
-    """Why the kernel does not offer these features, naming what is really missing: a kernel
-    older than the release that added each, or, on a kernel new enough, the architecture or
-    configuration that filters it out of UFFDIO_API (userfaultfd_api() in fs/userfaultfd.c
-    drops the WP bits when the architecture does not select CONFIG_HAVE_ARCH_USERFAULTFD_WP
-    or PTE markers are off, and the MINOR bits without CONFIG_HAVE_ARCH_USERFAULTFD_MINOR)."""
-    import platform
+def not_offered(absent: Sequence[Absence]) -> str:
+    """Why the kernel does not offer these features, in one line naming what is really
+    missing (support.absence decided it): the release that added a feature, the
+    architecture's support with the release and commit that brought it there, or the Kconfig
+    symbol a configuration left unset.  Features missing for one reason are named together."""
+    return "; ".join(cause for cause, _ in not_offered_groups(absent))
 
-    from . import abi, kconfig
 
-    release, machine = platform.release(), platform.machine()
-    cfg = kconfig.read()
-    parts = []
-    for key in missing:
-        feat = abi.FEATURE_BY_KEY[key]
-        symbol = feat.kconfig
-        if not abi.release_at_least(release, feat.first):
-            parts.append(f"{feat.name} (added in {feat.first})")
-        elif cfg and symbol and cfg.values.get(symbol) == "n":
-            parts.append(f"{feat.name} ({symbol} is not set in this {machine} kernel, "
-                         f"read from {cfg.source})")
+def not_offered_groups(absent: Sequence[Absence]) -> list[tuple[str, str]]:
+    """(cause, fix) per reason, the features missing for one reason together: every feature
+    a release lacks in one "added in" list, whatever gates it; the rest by the symbol."""
+    groups: dict[tuple[object, ...], list[Absence]] = {}
+    for a in absent:
+        key = (a.why, "" if a.why == RELEASE else a.symbol, a.offered)
+        groups.setdefault(key, []).append(a)
+    out = []
+    for items in groups.values():
+        a = items[0]
+        names = ", ".join(x.name for x in items)
+        if a.why == RELEASE:
+            cause = "this kernel does not offer " + ", ".join(
+                f"{x.name} (added in {x.first})" for x in items)
+        elif a.offered:
+            gate = abi.KCONFIG_GATE_BY_SYMBOL[a.symbol]
+            cause = (f"{names} is offered, but {_arch_reason(a, 'this kernel')}; UFFDIO_API "
+                     f"hides it only from {gate.filtered_from}, commit {gate.filtered_by}")
         else:
-            parts.append(f"{feat.name} (this {machine} kernel's architecture or configuration "
-                         "leaves it out" + (f": {symbol}" if symbol else "") + ")")
-    return "this kernel does not offer " + ", ".join(parts)
+            cause = f"this kernel does not offer {names}: {_reason(a)}"
+        out.append((cause, absence_fix(items)))
+    return out
 
 
-def missing_features(what: str, memory: str, missing: list[str], works: list[str]
+def unoffered_reason(a: Absence) -> str:
+    """What follows "not offered by kernel RELEASE" for one feature: " (added in 5.14)" when
+    the release predates it, else ": " and what is really missing."""
+    if a.why == RELEASE:
+        return f" (added in {a.first})"
+    if a.offered:
+        return f", but {_arch_reason(a, 'it')}"
+    return f": {_reason(a)}"
+
+
+def _symbol_state(a: Absence) -> str:
+    if a.setting == "n":
+        return f"{a.symbol} is not set"
+    if a.setting:
+        return f"{a.symbol}={a.setting}"
+    return f"it needs {a.symbol}"
+
+
+def _arch_reason(a: Absence, kernel: str = "it") -> str:
+    """Why an architecture lacks it: 'it has no userfaultfd write-protect on arm64
+    (CONFIG_HAVE_ARCH_USERFAULTFD_WP is not set: arm64 gained it in 6.10, commit ...)'."""
+    if not a.known_arch:
+        return f"{kernel} has no {a.support} on {a.arch} ({_symbol_state(a)})"
+    hedge = "" if a.verified else " (from uffdctl's fact sheet, not verified in the source)"
+    if a.arch_first is None:
+        return (f"{a.arch} has no {a.support} in any release: no release selects {a.symbol} "
+                f"for {a.arch}{'' if a.verified else ' as far as uffdctl knows'}")
+    gained = f"{a.arch} gained it in {a.arch_first}" + (f", commit {a.commit}" if a.commit
+                                                         else "") + hedge
+    if a.condition and a.release_at_least_arch_first:
+        return (f"{a.arch} has {a.support} only on {a.condition} ({_symbol_state(a)}; "
+                f"{gained})")
+    return f"{kernel} has no {a.support} on {a.arch} ({_symbol_state(a)}: {gained})"
+
+
+def _reason(a: Absence) -> str:
+    if a.why == ARCHITECTURE:
+        return _arch_reason(a)
+    where = f" ({a.config_source})" if a.config_source else ""
+    if a.why == CONFIGURATION:
+        return f"{a.symbol} is not set in this kernel's configuration{where}"
+    found = f"; {a.symbol}={a.setting}{where}" if a.symbol and a.setting else ""
+    return (f"this kernel's build leaves it out, though {a.arch} has it from "
+            f"{a.needs or a.first}{found}")
+
+
+def absence_fix(absent: Sequence[Absence]) -> str:
+    """What gives these features from here, one line: a release that has them on this
+    architecture, another architecture, or a configuration with the symbol set."""
+    fixes = []
+    late = [a for a in absent if a.needs and (a.offered or not abi.release_at_least(
+        a.release, a.needs))]
+    if late:
+        last = max(late, key=lambda a: abi.release_order(a.needs or ""))
+        fix = f"use a kernel {last.needs} or newer"
+        if last.why == ARCHITECTURE:
+            fix += f", the first with {last.support} on {last.arch}"
+        fixes.append(fix)
+    for a in absent:
+        if a.why == ARCHITECTURE and a.needs is None and a.known_arch:
+            fixes.append(f"run it on an architecture with {a.support}: " + ", ".join(
+                f"{w.arch} {w.first} or newer" for w in abi.KCONFIG_GATE_BY_SYMBOL[
+                    a.symbol].arches if w.first and w.verified))
+        elif a.why == ARCHITECTURE and a.condition and a not in late:
+            fixes.append(f"run it on {a.condition}")
+        elif a.why == ARCHITECTURE and not a.known_arch:
+            fixes.append(f"use a kernel whose architecture selects {a.symbol}")
+        elif a.why == CONFIGURATION:
+            fixes.append(f"use a kernel built with {a.symbol}=y")
+        elif a.why == BUILD:
+            fixes.append(f"use a kernel built with this support for {a.arch}")
+    # Each is needed (a newer release and another architecture are not alternatives).
+    return "; and ".join(dict.fromkeys(fixes))
+
+
+def missing_features(what: str, memory: str, absent: Sequence[Absence], works: list[str]
                      ) -> tuple[str, str]:
     """(cause, fix) when the kernel does not offer features `demo WHAT` needs on ``memory``.
     The fix names only what works from here: ``works``, the other backings of this demo whose
-    needs are offered, or the release that adds what is missing."""
-    import platform
-
-    cause = f"{not_offered(missing)}: `demo {what}` cannot run on {memory} memory here"
-    fixes = []
-    if works:
-        fixes.append(use_backings(works))
-    newer = newer_kernel(missing)
-    if newer:
-        fixes.append(newer)
-    elif not works:
-        fixes.append(f"use a kernel built with this support for {platform.machine()}")
-    return cause, "; or ".join(fixes)
-
-
-def newer_kernel(missing: list[str]) -> str | None:
-    """"use a kernel X or newer" when the running kernel predates a missing feature; None when
-    it is new enough (then a newer release is no fix: the architecture or configuration is)."""
-    import platform
-
-    from . import abi
-
-    firsts = [abi.FEATURE_BY_KEY[k].first for k in missing
-              if not abi.release_at_least(platform.release(), abi.FEATURE_BY_KEY[k].first)]
-    return f"use a kernel {max(firsts, key=abi.release_tuple)} or newer" if firsts else None
+    needs are offered, or what gives the missing support (absence_fix)."""
+    cause = f"{not_offered(absent)}: `demo {what}` cannot run on {memory} memory here"
+    fixes = [use_backings(works)] if works else []
+    fixes.append(absence_fix(absent))
+    return cause, "; or ".join(f for f in fixes if f)
 
 
 # ----- opening a userfaultfd (access.py decides which apply; these say what to do) -----------

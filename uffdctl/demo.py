@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from . import abi, advice, errors, hugepages, memtypes, pagetables, uffd
+from . import abi, advice, errors, hugepages, memtypes, pagetables, support, uffd
 from .signals import GuardedExitStack, deferred_sigint, main_thread_only
 
 MiB = 1 << 20
@@ -307,16 +307,24 @@ class Scenario:
                 out += [k for k in keys if k not in out]
         return tuple(out)
 
-    def lacking(self, memory: str, cfg: DemoConfig, offered: int) -> list[str]:
-        """The features this run needs on ``memory`` that the kernel does not offer
-        (``offered``: the UFFDIO_API features mask)."""
-        return [k for k in self.needs(memory, cfg) if not offered & abi.FEATURE_BY_KEY[k].mask]
+    def absent(self, memory: str, cfg: DemoConfig, offered: int, at: support.Here
+               ) -> list[support.Absence]:
+        """Why each feature this run needs on ``memory`` is missing on the kernel ``at``
+        (``offered``: its UFFDIO_API features mask), for those that are."""
+        return support.missing(self.needs(memory, cfg), offered, at)
 
-    def works_on(self, cfg: DemoConfig, offered: int) -> list[str]:
+    def lacking(self, memory: str, cfg: DemoConfig, offered: int,
+                at: support.Here | None = None) -> list[str]:
+        """The features this run needs on ``memory`` that are missing: not offered (or, on
+        the kernel ``at``, offered but not there: support.absence)."""
+        return support.lacking(self.needs(memory, cfg), offered, at)
+
+    def works_on(self, cfg: DemoConfig, offered: int, at: support.Here | None = None
+                 ) -> list[str]:
         """The backings of this demo whose needs the kernel offers: the one place every fix
         that suggests another backing learns which ones to name."""
         return [name for name in self.backings
-                if not self.lacking(memtypes.MEMORY_BY_NAME[name].kind, cfg, offered)]
+                if not self.lacking(memtypes.MEMORY_BY_NAME[name].kind, cfg, offered, at)]
 
 
 # ----- the engine -----------------------------------------------------------------------------
@@ -457,10 +465,12 @@ def _floor(run: Run, scenario: Scenario, mt: memtypes.MemoryType, cpu: int | Non
 
 
 def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
-             open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]] | None = None) -> Summary:
+             open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]] | None = None,
+             at: support.Here | None = None) -> Summary:
     """Run one demo (scenarios.run picks the scenario by cfg.mode).  Raises
     errors.UffdctlError when the environment cannot run it; every resource it took is given
-    back before it returns or raises (KeyboardInterrupt too)."""
+    back before it returns or raises (KeyboardInterrupt too).  ``at``: the kernel whose
+    architecture and configuration explain a missing feature (support.here() by default)."""
     if scenario.check is not None:
         scenario.check(cfg)
     mt = memtypes.MEMORY_BY_NAME[cfg.backing]
@@ -477,15 +487,16 @@ def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
     with GuardedExitStack() as stack:
         # What the kernel can do is asked before anything system-wide (the huge page pool)
         # is changed: a kernel that cannot do the mode is refused with nothing to give back.
+        here = at or support.here()
         u, method, requested, others = _open_and_handshake(scenario, mt, cfg, open_uffd, stack,
-                                                           emit)
+                                                           emit, here)
         reserved = _hugepages(cfg, page_size, others, stack, emit) if mt.kind == "hugetlb" \
             else 0
         summary = Summary(cfg.mode, cfg.backing, cfg.pages, page_size, cfg.threads, cfg.cpus,
                           cpu_note, method, reserved_pages=reserved)
         emit(Step(f"UFFDIO_API: requested {' '.join(abi.feature_names(requested))}", "api",
                   {"features": abi.feature_names(requested), "features_mask": requested}))
-        run = _map_and_register(scenario, mt, cfg, u, page_size, others, stack, emit)
+        run = _map_and_register(scenario, mt, cfg, u, page_size, others, stack, emit, here)
         summary.expected_faults = len(run.targets)
         every = "every page" if len(run.targets) == run.area.pages else \
             f"{len(run.targets)} pages"
@@ -516,17 +527,23 @@ def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
 
 def _open_and_handshake(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoConfig,
                         open_uffd: Callable[[], tuple[uffd.Userfaultfd, str]],
-                        stack: ExitStack, emit: Emit
+                        stack: ExitStack, emit: Emit, at: support.Here
                         ) -> tuple[uffd.Userfaultfd, str, int, list[str]]:
     """Open the descriptor, refuse a kernel that lacks what the run needs, do UFFDIO_API.
-    Also returns the demo's other backings that would work on this kernel, for the fixes."""
+    Also returns the demo's other backings that would work on this kernel, for the fixes.
+
+    Every feature the run needs on this memory, with every option (scenario.needs), is
+    checked against the kernel's offer before anything is mapped or registered: a missing
+    one is a refusal (exit 3) naming what is missing (the release, the architecture's support
+    or a Kconfig symbol: support.absence), never the EINVAL of a registration the kernel
+    cannot do (arm64 6.1 has no PAGEFAULT_FLAG_WP: userfaultfd_register() refuses MODE_WP)."""
     u, method = open_uffd()
     stack.callback(u.close)  # closing also releases any thread still waiting in a fault
     emit(Step(f"opened a userfaultfd via {method}", "opened", {"method": method}))
     offered = _offered(open_uffd)
-    others = [name for name in scenario.works_on(cfg, offered)
+    others = [name for name in scenario.works_on(cfg, offered, at)
               if memtypes.MEMORY_BY_NAME[name].kind != mt.kind]
-    missing = scenario.lacking(mt.kind, cfg, offered)
+    missing = scenario.absent(mt.kind, cfg, offered, at)
     if missing:
         raise errors.UffdctlError(*advice.missing_features(scenario.name, mt.kind, missing,
                                                            others), errors.UNAVAILABLE)
@@ -537,7 +554,7 @@ def _open_and_handshake(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoCo
 
 def _map_and_register(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoConfig,
                       u: uffd.Userfaultfd, page_size: int, others: list[str], stack: ExitStack,
-                      emit: Emit) -> Run:
+                      emit: Emit, at: support.Here) -> Run:
     """Map the area (and its alias), fill it as the scenario says, register and arm it."""
     area = _allocate(mt, cfg, page_size, others, stack)
     if scenario.needs_alias:
@@ -556,14 +573,14 @@ def _map_and_register(scenario: Scenario, mt: memtypes.MemoryType, cfg: DemoConf
               f"{' '.join(abi.ioctl_names(ioctls))}", "registered",
               {"mode": scenario.register_mode, "address": area.addr, "length": area.length,
                "ioctls": abi.ioctl_names(ioctls), "ioctls_mask": ioctls}))
-    _ioctl_differences(u, mt, scenario.register_mode, ioctls, emit)
+    _ioctl_differences(u, mt, scenario.register_mode, ioctls, emit, at)
     if scenario.arm is not None:
         scenario.arm(run, emit)
     return run
 
 
 def _ioctl_differences(u: uffd.Userfaultfd, mt: memtypes.MemoryType, mode: str, ioctls: int,
-                       emit: Emit) -> None:
+                       emit: Emit, at: support.Here) -> None:
     """One step per ioctl this range lacks, or is offered and the kernel refuses here, with
     the reason (abi.IOCTL_DIFFERENCES).  What other ranges get is read from the kernel: the
     last field of the descriptor's fdinfo API line is UFFD_API_IOCTLS | UFFD_API_RANGE_IOCTLS
@@ -579,8 +596,12 @@ def _ioctl_differences(u: uffd.Userfaultfd, mt: memtypes.MemoryType, mode: str, 
         return
     # u.features is what UFFDIO_API offered (the kernel writes back every feature it has).
     registrable = ioctl_reasons.registrable_modes(mt.kind, u.features)
+    unregistrable = {row.mode: advice.not_offered(absent) for row in abi.MODE_SUPPORT
+                     if row.memory == mt.kind
+                     and (absent := support.missing(row.features, u.features, at))}
     for note in ioctl_reasons.explain(mt.kind, mode, ioctl_reasons.ioctl_set(ioctls),
-                                      ioctl_reasons.ioctl_set(built), registrable):
+                                      ioctl_reasons.ioctl_set(built), registrable,
+                                      unregistrable=unregistrable):
         emit(Step(ioctl_reasons.line(note), "ioctl_difference",
                   {"ioctl": note.ioctl, "status": note.status, "reason": note.reason,
                    "errno": note.errno, "since": note.first or None,

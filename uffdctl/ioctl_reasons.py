@@ -42,23 +42,33 @@ def _row(ioctl: str, memory: str, status: str) -> abi.IoctlDifference | None:
                  if (r.ioctl, r.memory, r.status) == (ioctl, memory, status)), None)
 
 
-def _missing(ioctl: str, kind: str, modes: set[str], registrable: Collection[str]
-             ) -> IoctlNote:
+def _missing(ioctl: str, kind: str, modes: set[str], registrable: Collection[str],
+             unregistrable: Mapping[str, str]) -> IoctlNote:
     own, rule = _row(ioctl, kind, MISSING), _row(ioctl, "", MISSING)
     # The kind's own reason wins unless it is about a mode the kind can register here: anon
     # never registers MINOR, but shmem registers WP from 5.19, and then a shmem range
     # registered MISSING lacks WRITEPROTECT by the mode's rule, not the kind's.
     if own is not None and (not own.needs_mode or own.needs_mode not in registrable):
-        return _note(own)
+        return _also(_note(own), own.needs_mode, unregistrable)
     if rule is not None and rule.needs_mode not in modes:
-        return _note(rule)
+        return _also(_note(rule), rule.needs_mode, unregistrable)
     return IoctlNote(ioctl, UNEXPLAINED, f"uffdctl knows no reason why UFFDIO_{ioctl.upper()} "
                      "is missing here (a kernel newer than its table?)", None, "", "")
 
 
+def _also(note: IoctlNote, mode: str, unregistrable: Mapping[str, str]) -> IoctlNote:
+    """The note, and why the mode that brings the ioctl does not register here at all, where
+    the caller knows (arm64 6.1: no write-protect on arm64, support.absence): the table's
+    reason alone would read as if registering that mode were the fix."""
+    if mode and mode in unregistrable:
+        return note._replace(reason=f"{note.reason}; and {mode.upper()} mode cannot be "
+                                    f"registered here: {unregistrable[mode]}")
+    return note
+
+
 def explain(kind: str, mode: str, listed: Collection[str], others: Collection[str],
-            registrable: Collection[str], failing: Mapping[str, str] | None = None
-            ) -> list[IoctlNote]:
+            registrable: Collection[str], failing: Mapping[str, str] | None = None,
+            unregistrable: Mapping[str, str] | None = None) -> list[IoctlNote]:
     """Why the range's ioctls differ: each range ioctl in ``others`` (what other ranges get on
     this kernel) that is not in ``listed`` (what UFFDIO_REGISTER handed back for this range,
     registered in ``mode`` on memory of ``kind``), and each listed one the kernel refuses on
@@ -67,12 +77,13 @@ def explain(kind: str, mode: str, listed: Collection[str], others: Collection[st
     ``registrable``: the single modes (missing, wp, minor) this kind registers on this kernel.
     ``failing``: the listed ioctls a real call refused (ioctl -> errno), None where none was
     tried; a listed ioctl the table calls refused that a try showed working is not noted (the
-    kernel wins)."""
+    kernel wins).  ``unregistrable``: for a mode this kind cannot register on this kernel for
+    want of a feature, why (a cause from support.absence), added to a note about it."""
     modes = set(mode.split("+"))
     notes = []
     for ioctl in (i.key for i in abi.IOCTLS if i.range_ioctl):
         if ioctl in others and ioctl not in listed:
-            notes.append(_missing(ioctl, kind, modes, registrable))
+            notes.append(_missing(ioctl, kind, modes, registrable, unregistrable or {}))
         elif (ioctl in listed and (row := _row(ioctl, kind, REFUSED)) is not None
               and (failing is None or ioctl in failing)):
             notes.append(_note(row, failing.get(ioctl) if failing else None))

@@ -49,12 +49,7 @@ def symbol_first(symbol: str) -> str | None:
     tables (abi.FEATURES, abi.MODE_SUPPORT); None for a symbol they do not gate."""
     firsts = [f.first for f in abi.FEATURES if f.kconfig == symbol]
     firsts += [r.first for r in abi.MODE_SUPPORT if r.kconfig == symbol]
-    return min(firsts, key=_release_order) if firsts else None
-
-
-def _release_order(first: str) -> tuple[int, int, int]:
-    # A release candidate ("7.3-rc") comes before the release itself.
-    return (*abi.release_tuple(first), 0 if first.endswith("-rc") else 1)
+    return min(firsts, key=abi.release_order) if firsts else None
 
 
 def not_in_release(cfg: Config, release: str | None = None) -> dict[str, str]:

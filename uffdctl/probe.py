@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import abi, access, advice, hugepages, kconfig, memtypes, uffd
+from . import abi, access, advice, hugepages, kconfig, memtypes, support, uffd
 from .hugepages import Leftover
 
 if TYPE_CHECKING:
@@ -41,6 +41,10 @@ class Kernel:
     # Symbols this release predates (absent from its file, added later): symbol -> release.
     not_in_release: dict[str, str] = field(default_factory=dict)
 
+    def here(self) -> support.Here:
+        """What support.absence reads of this kernel besides the offer."""
+        return support.Here(self.machine, self.release, self.config, self.config_source)
+
 
 @dataclass
 class FeatureStatus:
@@ -53,6 +57,14 @@ class FeatureStatus:
     offered: bool
     usable: bool
     errno: str | None = None  # why requesting it alone failed
+    # The first release with it on this architecture (abi.first_on): ``first`` is the first
+    # anywhere.  None: no release has it here.
+    first_here: str | None = None
+    # Why it is missing here (support.absence, worded by advice.not_offered) and what gives
+    # it; None when it is there.  Also set for an offer the kernel predates the filter of
+    # (usable is then False with errno None).
+    why_not: str | None = None
+    fix: str | None = None
 
 
 @dataclass
@@ -194,7 +206,8 @@ def capacity(report: ProbeReport) -> Capacity:
         if report.api is None:
             cause, _ = report.access.summary()
             why = f"no userfaultfd can be opened: {cause}"
-        elif lacking := scenario.lacking("hugetlb", cfg, report.api.features_mask):
+        elif lacking := scenario.absent("hugetlb", cfg, report.api.features_mask,
+                                        report.kernel.here()):
             why = advice.not_offered(lacking)
         elif not (cell := report.cell(scenario.register_mode, "hugetlb")) or not cell.ok:
             why = (f"{scenario.register_mode} does not register on hugetlb here: "
@@ -238,7 +251,10 @@ def outline(report: ProbeReport) -> Outline:
 Opener = Callable[[], uffd.Userfaultfd]
 
 
-def probe_api(open_fd: Opener, method: str) -> Api:
+def probe_api(open_fd: Opener, method: str, at: support.Here | None = None) -> Api:
+    """The handshake, each feature requested alone, and for each feature missing here why
+    (support.absence, on the kernel ``at``: support.here() by default)."""
+    at = at or support.here()
     with open_fd() as u:
         offered, ioctls = u.api(0)
     statuses = []
@@ -248,7 +264,8 @@ def probe_api(open_fd: Opener, method: str) -> Api:
         feat = abi.FEATURE_BY_BIT.get(bit)
         is_offered = bool(offered >> bit & 1)
         usable, err = False, None
-        if is_offered:
+        absent = support.absence(feat.key, offered, at) if feat else None
+        if is_offered and absent is None:
             try:
                 with open_fd() as u:
                     u.api(1 << bit)
@@ -258,8 +275,22 @@ def probe_api(open_fd: Opener, method: str) -> Api:
         statuses.append(FeatureStatus(
             feat.key if feat else abi.bit_names(1 << bit, {})[0], bit,
             feat.first if feat else "?",
-            feat.meaning if feat else "not known to this uffdctl", is_offered, usable, err))
+            feat.meaning if feat else "not known to this uffdctl", is_offered, usable, err,
+            abi.first_on(feat.key, at.arch) if feat else "?",
+            advice.not_offered([absent]) if absent else None,
+            (advice.absence_fix([absent]) or None) if absent else None))
     return Api(offered, ioctls, statuses, method)
+
+
+def missing_features(report: ProbeReport) -> list[tuple[str, str]]:
+    """(cause, fix) for each reason features uffdctl knows are missing on this kernel, the
+    features missing for one reason together (advice.not_offered_groups): plain data for the
+    features table's notes."""
+    if report.api is None:
+        return []
+    absent = support.missing((f.key for f in abi.FEATURES), report.api.features_mask,
+                             report.kernel.here())
+    return advice.not_offered_groups(absent)
 
 
 # ----- the registration matrix --------------------------------------------------------------
@@ -349,20 +380,25 @@ def _no_hugetlb_fix(err: int) -> str:
 
 
 def probe_cell(open_fd: Opener, offered: int, mt: memtypes.MemoryType, mode: str,
-               check: bool = True, huge_page_size: int | None = None) -> Cell:
+               check: bool = True, huge_page_size: int | None = None,
+               at: support.Here | None = None) -> Cell:
     """Register ``mode`` on one page of ``mt`` for real (the default huge page size, or
-    ``huge_page_size`` bytes, for hugetlb), and try each ioctl the kernel lists (``check``)."""
+    ``huge_page_size`` bytes, for hugetlb), and try each ioctl the kernel lists (``check``).
+    ``at``: the kernel, whose architecture and configuration say why a feature is missing
+    (support.here() by default)."""
     cell = Cell(mt.name, mode, "ok")
     page_size = mt.page_size(huge_page_size)
     value = abi.mode_value(mode)
     # What a real program requests first (abi.MODE_SUPPORT): a kernel that does not offer it
     # cannot do the mode, whatever the memory; said before any huge page is needed, so a
-    # kernel without the mode is never told to reserve pages for it.
+    # kernel without the mode is never told to reserve pages for it.  The cause names what
+    # is really missing: the release, or the architecture's support (arm64 before 6.10 has
+    # no write-protect at all: every wp cell), or a Kconfig symbol.
     needs = abi.features_for(mode, mt.kind)
-    missing = [k for k in needs if not offered & abi.FEATURE_BY_KEY[k].mask]
+    missing = support.missing(needs, offered, at or support.here())
     if missing:
         cell.status, cell.error = "unsupported", advice.not_offered(missing)
-        cell.fix = advice.newer_kernel(missing)
+        cell.fix = advice.absence_fix(missing) or None
         return cell
     try:
         # MAP_NORESERVE: no huge page is taken or needed (memtypes), so a hugetlb cell is the
@@ -416,8 +452,10 @@ def _check_listed(u: uffd.Userfaultfd, cell: Cell, mt: memtypes.MemoryType, mode
         uffd.munmap(scratch, page_size)
 
 
-def probe_matrix(open_fd: Opener, offered: int, check: bool = True) -> list[Cell]:
-    return [probe_cell(open_fd, offered, mt, mode, check)
+def probe_matrix(open_fd: Opener, offered: int, check: bool = True,
+                 at: support.Here | None = None) -> list[Cell]:
+    at = at or support.here()
+    return [probe_cell(open_fd, offered, mt, mode, check, at=at)
             for mt in memtypes.MEMORY_TYPES for mode in abi.MATRIX_MODES]
 
 
@@ -439,8 +477,8 @@ def run_probe(check_ioctls: bool = True) -> ProbeReport:
     if method is None:
         return ProbeReport(kernel, acc, None, [], pools, leftover)
     open_fd = access.opener(method)
-    api = probe_api(open_fd, method)
-    matrix = probe_matrix(open_fd, api.features_mask, check_ioctls)
+    api = probe_api(open_fd, method, kernel.here())
+    matrix = probe_matrix(open_fd, api.features_mask, check_ioctls, kernel.here())
     return ProbeReport(kernel, acc, api, matrix, pools, leftover, ioctls_checked=check_ioctls)
 
 
@@ -468,9 +506,14 @@ def ioctl_notes(report: ProbeReport) -> list[IoctlNote]:
         if cell is None:
             continue
         registrable = {c.mode for c in report.matrix if c.memory == memory and c.ok}
+        # A single mode refused for want of a feature: its cell says what is missing
+        # (support.absence), which a note about an ioctl that mode brings repeats.
+        unregistrable = {c.mode: c.error for c in report.matrix
+                         if c.memory == memory and "+" not in c.mode and c.error
+                         and c.status == "unsupported" and c.errno is None}
         failing = None if not report.ioctls_checked else {
             **cell.failing_ioctls, **{n: "" for n in cell.untested_ioctls}}
         for note in ioctl_reasons.explain(kinds.get(memory, memory), cell.mode, cell.ioctls,
-                                          others, registrable, failing):
+                                          others, registrable, failing, unregistrable):
             notes.append(note._replace(memory=memory, mode=cell.mode))
     return notes

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import abi, advice, memtypes
+from . import abi, advice, memtypes, support
 from .hugepages import parse_size
 
 if TYPE_CHECKING:  # annotations only: shell completion of --require names imports this module
@@ -481,10 +481,18 @@ def _holds(report: ProbeReport, req: Requirement) -> tuple[bool, str]:
     assert report.api is not None
     if req.kind == "feature":
         f = _feature(report, req.key)
+        release = report.kernel.release
+        absent = support.absence(req.key, report.api.features_mask, report.kernel.here()) \
+            if req.key in abi.FEATURE_BY_KEY else None
+        if absent is not None:
+            # What is really missing (support.absence): the release, or this architecture's
+            # support, or a Kconfig symbol; never a release table alone.
+            fix = advice.absence_fix([absent])
+            return False, (f"{'offered by' if absent.offered else 'not offered by'} kernel "
+                           f"{release}{advice.unoffered_reason(absent)}"
+                           + (f"; fix: {fix}" if fix and absent.why != support.RELEASE else ""))
         if f is None or not f.offered:
-            known = abi.FEATURE_BY_KEY.get(req.key)
-            since = f"added in {known.first}" if known else "a bit this uffdctl does not know"
-            return False, f"not offered by kernel {report.kernel.release} ({since})"
+            return False, f"not offered by kernel {release} (a bit this uffdctl does not know)"
         if not f.usable:
             return False, (f"offered but not usable by this process ({f.errno}: "
                            f"{abi.errno_meaning('api', _errno_value(f.errno))})")
@@ -517,6 +525,16 @@ def _holds(report: ProbeReport, req: Requirement) -> tuple[bool, str]:
     listed = [c for c in report.matrix if req.key in c.ioctls]
     if listed:
         return False, "listed by UFFDIO_REGISTER but every try failed"
+    # No mode that would hand it back (abi.MODE_SUPPORT) registers anywhere here, for want of
+    # a feature: that cell's cause names what is missing (UFFDIO_WRITEPROTECT on arm64 6.1:
+    # no write-protect on arm64 at all).  Where such a mode does register, the ioctl itself
+    # is what this release lacks (POISON before 6.6).
+    modes = {r.mode for r in abi.MODE_SUPPORT if req.key in r.ioctls}
+    cells = [c for c in report.matrix if c.mode in modes]
+    meant = next((c for c in cells if c.status == "unsupported" and c.errno is None), None)
+    if meant is not None and not any(c.ok for c in cells):
+        return False, (f"no registration offers UFFDIO_{ioctl_.name}: it needs "
+                       f"{meant.mode}:{meant.memory}, which fails: {_cell_reason(meant)}")
     return False, f"no registration offers UFFDIO_{ioctl_.name} (added in {ioctl_.first})"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 
-from . import abi, demo, errors, memtypes, pagetables, uffd
+from . import abi, demo, errors, memtypes, pagetables, support, uffd
 from .demo import DemoConfig, Emit, Run, Scenario, Step, Summary
 
 # ----- what pagemap shows --------------------------------------------------------------------
@@ -289,7 +289,8 @@ def run(cfg: DemoConfig, emit: Emit) -> Summary:
     return demo.run_demo(SCENARIOS[cfg.mode], cfg, emit)
 
 
-def backings_that_work(mode: str, offered: int) -> list[str]:
+def backings_that_work(mode: str, offered: int, at: support.Here | None = None) -> list[str]:
     """The backings `demo MODE` without options can use on a kernel that offers the
-    ``offered`` features (the UFFDIO_API mask): what the probe tells about the demos."""
-    return SCENARIOS[mode].works_on(DemoConfig(mode=mode), offered)
+    ``offered`` features (the UFFDIO_API mask; ``at``: that kernel, see support.absence):
+    what the probe tells about the demos."""
+    return SCENARIOS[mode].works_on(DemoConfig(mode=mode), offered, at)

@@ -53,7 +53,8 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
              verdict: {kernel_faults, method, text, cause, fix},
              methods: [{name, ok, errno, cause, fix, kernel_faults, denied_by: [by]}]}
     api: {method, kernel_faults, features_mask, ioctls_mask, ioctls: [names],
-          features: [{name, bit, first, offered, usable, errno, meaning}]} | null
+          features: [{name, bit, first, offered, usable, errno, meaning, first_here, why_not,
+                      fix}]} | null
     matrix: [{memory, mode, ok, status, errno, error, fix, ioctls_mask, ioctls: [names],
               failing_ioctls: [names], failing: {name: errno}, untested_ioctls: {name: why}}]
     hugepages: {default_size_kb, mounts, pools: [{size_kb, nr, free, reserved, surplus,
@@ -107,8 +108,11 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
             "method": api.method, "kernel_faults": api.kernel_faults,
             "features_mask": api.features_mask,
             "ioctls_mask": api.ioctls_mask, "ioctls": abi.ioctl_names(api.ioctls_mask),
+            # first_here, why_not and fix: keys added in schema 3 (no bump: keys are only
+            # ever added within a version).
             "features": [{"name": f.name, "bit": f.bit, "first": f.first, "offered": f.offered,
-                          "usable": f.usable, "errno": f.errno, "meaning": f.meaning}
+                          "usable": f.usable, "errno": f.errno, "meaning": f.meaning,
+                          "first_here": f.first_here, "why_not": f.why_not, "fix": f.fix}
                          for f in api.features],
         },
         "matrix": [{"memory": c.memory, "mode": c.mode, "ok": c.ok, "status": c.status,

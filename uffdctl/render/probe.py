@@ -10,7 +10,15 @@ from rich.text import Text
 from .. import abi, kconfig
 from ..advice import DEMO_MINOR_PAGES, demo_minor_outlook, leftover, reserve_hugepages
 from ..output import inert
-from ..probe import NO_FREE_HUGE_PAGE, Outline, ProbeReport, ioctl_notes, outline, widest
+from ..probe import (
+    NO_FREE_HUGE_PAGE,
+    Outline,
+    ProbeReport,
+    ioctl_notes,
+    missing_features,
+    outline,
+    widest,
+)
 from ..require import RequirementResult
 from .documents import size_name
 
@@ -100,6 +108,15 @@ def _kernel(report: ProbeReport, con: Console) -> None:
             # Not "is not set": the option does not exist in this release at all.
             _line(con, level, f"{sym}: not in this release (the symbol came in "
                               f"{k.not_in_release[sym]})")
+        elif val == "n" and (where := abi.arch_first(sym, abi.kernel_arch(k.machine))):
+            # A symbol behind which is the architecture's own: when this architecture selects
+            # that one (abi.KCONFIG_GATES), the symbol itself or the one it depends on.
+            own = abi.arch_gate(sym)
+            when = (f"{where.arch} selects {{}} from {where.first}, {where.commit}"
+                    if where.first else f"no release selects {{}} for {where.arch}")
+            _line(con, level, f"{sym} is not set", when.format("it")
+                  if own is None or own.symbol == sym else
+                  f"it needs {own.symbol}: " + when.format("that"))
         else:
             _line(con, level, f"{sym}={val}" if val != "n" else f"{sym} is not set")
 
@@ -138,7 +155,10 @@ def _features(report: ProbeReport, con: Console) -> None:
     _heading(con, f"API features (UFFDIO_API offers 0x{api.features_mask:x}; "
                   f"ioctls: {' '.join(abi.ioctl_names(api.ioctls_mask))}; via {api.method})")
     t = Table(box=_table_box(con), show_edge=False, pad_edge=False)
-    for col in ("bit", "feature", "since", "offered", "usable", "meaning"):
+    # "since": the first release with the feature on this architecture (abi.first_on), not
+    # the first anywhere: write-protect is 5.7 on x86_64 and 6.10 on arm64.
+    arch = abi.kernel_arch(report.kernel.machine)
+    for col in ("bit", "feature", f"since ({arch})", "offered", "usable", "meaning"):
         t.add_column(col, no_wrap=col != "meaning")
     for f in api.features:
         offered = Text("yes", style="green") if f.offered else Text("no", style="dim")
@@ -146,10 +166,16 @@ def _features(report: ProbeReport, con: Console) -> None:
             usable = Text("-", style="dim")
         elif f.usable:
             usable = Text("yes", style="green")
+        elif f.why_not:
+            usable = Text("no (not real here)", style="yellow")
         else:
             usable = Text(f"no ({f.errno})", style="yellow")
-        t.add_row(str(f.bit), f.name, f.first, offered, usable, f.meaning)
+        t.add_row(str(f.bit), f.name, f.first_here or "never", offered, usable, f.meaning)
     con.print(t)
+    # Why what is missing is missing: one line per cause (the architecture's support, a
+    # Kconfig symbol, or the release), never inferred from a release table alone.
+    for cause, fix in missing_features(report):
+        _line(con, "INFO", cause, f"fix: {fix}" if fix else "")
 
 
 def _memories(report: ProbeReport) -> list[str]:
@@ -235,7 +261,7 @@ def _hugepages(report: ProbeReport, con: Console) -> None:
         # Only the backings this kernel can run `demo minor` on are named (none on 5.10).
         from ..scenarios import backings_that_work
 
-        works = backings_that_work("minor", report.api.features_mask)
+        works = backings_that_work("minor", report.api.features_mask, report.kernel.here())
     ready = pool is not None and pool.available >= DEMO_MINOR_PAGES
     level = "PASS" if ready and (works is None or "hugetlb" in works) else "WARN"
     _line(con, level, demo_minor_outlook(hp, report.access.context.euid, works))
