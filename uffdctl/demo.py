@@ -23,9 +23,13 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import abi, advice, errors, hugepages, memtypes, pagetables, support, uffd
 from .signals import GuardedExitStack, deferred_sigint, main_thread_only
+
+if TYPE_CHECKING:
+    from . import ioctl_reasons
 
 MiB = 1 << 20
 
@@ -595,17 +599,28 @@ def _ioctl_differences(u: uffd.Userfaultfd, mt: memtypes.MemoryType, mode: str, 
     if built is None:
         return
     # u.features is what UFFDIO_API offered (the kernel writes back every feature it has).
-    registrable = ioctl_reasons.registrable_modes(mt.kind, u.features)
-    unregistrable = {row.mode: advice.not_offered(absent) for row in abi.MODE_SUPPORT
-                     if row.memory == mt.kind
-                     and (absent := support.missing(row.features, u.features, at))}
-    for note in ioctl_reasons.explain(mt.kind, mode, ioctl_reasons.ioctl_set(ioctls),
-                                      ioctl_reasons.ioctl_set(built), registrable,
-                                      unregistrable=unregistrable):
+    for note in ioctl_notes(mt.kind, mode, ioctls, built, u.features, at):
         emit(Step(ioctl_reasons.line(note), "ioctl_difference",
                   {"ioctl": note.ioctl, "status": note.status, "reason": note.reason,
                    "errno": note.errno, "since": note.first or None,
                    "source": note.source or None}))
+
+
+def ioctl_notes(kind: str, mode: str, ioctls: int, built: int, offered: int,
+                at: support.Here) -> list[ioctl_reasons.IoctlNote]:
+    """What the demo narrates of a range of ``kind`` registered in ``mode`` that was handed
+    ``ioctls``, on a kernel built with the range ioctls ``built`` that offers ``offered``:
+    the notes of ioctl_reasons.explain(), a mode this kind cannot register here given with
+    its cause (support.absence: arm64 before 6.10 has no write-protect at all)."""
+    from . import ioctl_reasons
+
+    registrable = ioctl_reasons.registrable_modes(kind, offered)
+    unregistrable = {row.mode: advice.not_offered(absent) for row in abi.MODE_SUPPORT
+                     if row.memory == kind
+                     and (absent := support.missing(row.features, offered, at))}
+    return ioctl_reasons.explain(kind, mode, ioctl_reasons.ioctl_set(ioctls),
+                                 ioctl_reasons.ioctl_set(built), registrable,
+                                 unregistrable=unregistrable)
 
 
 def _touch_and_handle(run: Run, scenario: Scenario, summary: Summary, emit: Emit,
