@@ -44,8 +44,10 @@ _ACL_ENTRY = struct.Struct("<HHI")
 RW = 6  # the permission bits an O_RDWR open needs
 
 
-@dataclass
-class DevNode:
+# Records never changed once made are named tuples: each dataclass costs three exec() calls
+# at import, which every `probe` pays (benchmarks/README.md).  Method and AccessReport stay
+# dataclasses.
+class DevNode(NamedTuple):
     """/dev/userfaultfd (6.1+) as this process sees it."""
 
     exists: bool
@@ -59,8 +61,7 @@ class DevNode:
     acl: tuple[tuple[int, int, int], ...] = ()  # POSIX ACL entries (tag, perm, id)
 
 
-@dataclass
-class Context:
+class Context(NamedTuple):
     """What decides whether this process may open a userfaultfd."""
 
     uid: int
@@ -106,8 +107,7 @@ class Method:
     denials: list[Denial] = field(default_factory=list)
 
 
-@dataclass
-class Verdict:
+class Verdict(NamedTuple):
     """The answer first: can this process get kernel-mode faults, and through which way.
     ``method``: the way that serves (kernel-mode first), None when none opens.  ``cause``:
     what refuses the stronger ways, each cause once; ``fix``: what gives kernel-mode faults
