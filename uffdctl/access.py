@@ -21,7 +21,6 @@ import re
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import abi, advice, errors, kconfig, procfs
@@ -44,9 +43,8 @@ _ACL_ENTRY = struct.Struct("<HHI")
 RW = 6  # the permission bits an O_RDWR open needs
 
 
-# Records never changed once made are named tuples: each dataclass costs three exec() calls
-# at import, which every `probe` pays (benchmarks/README.md).  Method and AccessReport stay
-# dataclasses.
+# The records here are never changed once made: named tuples, since each dataclass costs
+# three exec() calls at import, which every `probe` pays (benchmarks/README.md).
 class DevNode(NamedTuple):
     """/dev/userfaultfd (6.1+) as this process sees it."""
 
@@ -91,8 +89,7 @@ class Denial(NamedTuple):
     fix: str = ""
 
 
-@dataclass
-class Method:
+class Method(NamedTuple):
     """One way to open a userfaultfd, tried for real, and why it failed: ``denials`` are the
     causes, each with its fix; ``cause`` and ``fix`` say them in one line (the fix also names
     the other ways that work here).  ``errno`` None on a failure: not tried (a node that is not
@@ -104,7 +101,7 @@ class Method:
     cause: str = ""
     fix: str = ""
     kernel_faults: bool = True  # can faults raised inside syscalls be handled?
-    denials: list[Denial] = field(default_factory=list)
+    denials: list[Denial] = []  # noqa: RUF012  # one shared empty default: never changed
 
 
 class Verdict(NamedTuple):
@@ -120,12 +117,11 @@ class Verdict(NamedTuple):
     fix: str = ""
 
 
-@dataclass
-class AccessReport:
+class AccessReport(NamedTuple):
     """The context and every way to open a userfaultfd."""
 
     context: Context
-    methods: list[Method] = field(default_factory=list)
+    methods: list[Method] = []  # noqa: RUF012  # one shared empty default: never changed
 
     @property
     def usable(self) -> bool:

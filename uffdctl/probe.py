@@ -32,8 +32,7 @@ if TYPE_CHECKING:
 
 # Records that are never changed once made are named tuples: each dataclass costs three
 # exec() calls when this module is imported, which every `probe` pays (benchmarks/README.md).
-# Cell and ProbeReport are filled in as the probe goes, and Caller goes out through
-# dataclasses.asdict: those three stay dataclasses.
+# Cell and ProbeReport are filled in as the probe goes: those two stay dataclasses.
 class Kernel(NamedTuple):
     """The running kernel: release, machine and the Kconfig symbols that matter."""
 
@@ -109,8 +108,7 @@ class Cell:
         return [i for i in self.ioctls if i not in self.failing_ioctls]
 
 
-@dataclass
-class Caller:
+class Caller(NamedTuple):
     """Whose answer a probe is (`probe --pid`, `--user`), and how it was got: what the child
     took on for real, and what the answer rests on where it could not."""
 
