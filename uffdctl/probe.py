@@ -445,8 +445,8 @@ class Scratch:
     """The source pages UFFDIO_COPY tries copy from: one filled anonymous mapping per page
     size, made when a copy is first tried and shared by every cell of a matrix.  A copy only
     reads its source, so one serves them all; a fresh one per cell cost the probe ~30 fills,
-    each faulting in every small page of it (512 for a 2 MB huge page): ~15 ms in all, the
-    largest share of the whole matrix.  close() unmaps them all."""
+    each faulting in every small page of it (512 for a 2 MB huge page): 17 ms of the matrix's
+    60 ms under cProfile (benchmarks/README.md).  close() unmaps them all."""
 
     def __init__(self) -> None:
         self._pages: dict[int, int] = {}  # page size -> address
@@ -468,6 +468,10 @@ class Scratch:
 
 def _check_listed(u: uffd.Userfaultfd, cell: Cell, mt: memtypes.MemoryType, mode: int,
                   page_size: int, scratch: Scratch) -> None:
+    if "copy" in cell.ioctls:
+        # Made here, outside _check_ioctl's handling: a source that cannot be mapped is this
+        # process's failure (raised, as it always was), never the kernel's answer to a copy.
+        scratch.get(page_size)
     for name in cell.ioctls:
         failed = _check_ioctl(u, name, mt, mode, page_size, scratch)
         if failed == "ENOMEM" and mt.kind == "hugetlb" and name in NEEDS_A_PAGE:
