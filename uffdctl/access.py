@@ -21,7 +21,6 @@ import re
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import abi, advice, errors, kconfig, procfs
@@ -44,8 +43,9 @@ _ACL_ENTRY = struct.Struct("<HHI")
 RW = 6  # the permission bits an O_RDWR open needs
 
 
-@dataclass
-class DevNode:
+# The records here are never changed once made: named tuples, since each dataclass costs
+# three exec() calls at import, which every `probe` pays (benchmarks/README.md).
+class DevNode(NamedTuple):
     """/dev/userfaultfd (6.1+) as this process sees it."""
 
     exists: bool
@@ -59,8 +59,7 @@ class DevNode:
     acl: tuple[tuple[int, int, int], ...] = ()  # POSIX ACL entries (tag, perm, id)
 
 
-@dataclass
-class Context:
+class Context(NamedTuple):
     """What decides whether this process may open a userfaultfd."""
 
     uid: int
@@ -90,8 +89,7 @@ class Denial(NamedTuple):
     fix: str = ""
 
 
-@dataclass
-class Method:
+class Method(NamedTuple):
     """One way to open a userfaultfd, tried for real, and why it failed: ``denials`` are the
     causes, each with its fix; ``cause`` and ``fix`` say them in one line (the fix also names
     the other ways that work here).  ``errno`` None on a failure: not tried (a node that is not
@@ -103,11 +101,10 @@ class Method:
     cause: str = ""
     fix: str = ""
     kernel_faults: bool = True  # can faults raised inside syscalls be handled?
-    denials: list[Denial] = field(default_factory=list)
+    denials: list[Denial] = []  # noqa: RUF012  # one shared empty default: never changed
 
 
-@dataclass
-class Verdict:
+class Verdict(NamedTuple):
     """The answer first: can this process get kernel-mode faults, and through which way.
     ``method``: the way that serves (kernel-mode first), None when none opens.  ``cause``:
     what refuses the stronger ways, each cause once; ``fix``: what gives kernel-mode faults
@@ -120,12 +117,11 @@ class Verdict:
     fix: str = ""
 
 
-@dataclass
-class AccessReport:
+class AccessReport(NamedTuple):
     """The context and every way to open a userfaultfd."""
 
     context: Context
-    methods: list[Method] = field(default_factory=list)
+    methods: list[Method] = []  # noqa: RUF012  # one shared empty default: never changed
 
     @property
     def usable(self) -> bool:

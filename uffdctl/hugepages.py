@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import procfs
 from .signals import deferred_sigint
@@ -28,8 +29,9 @@ SYSFS_HUGEPAGES = "/sys/kernel/mm/hugepages"
 LOCK_PATH = "/run/lock/uffdctl-hugepages.lock"
 
 
-@dataclass
-class Pool:
+# Pool and HugePages, read on every `probe`, are named tuples: each dataclass costs three
+# exec() calls at import (benchmarks/README.md).  Neither is changed once read.
+class Pool(NamedTuple):
     """One huge page size: /sys/kernel/mm/hugepages/hugepages-<size>kB."""
 
     size_kb: int
@@ -50,13 +52,13 @@ class Pool:
         return max(0, self.free - self.reserved)
 
 
-@dataclass
-class HugePages:
+class HugePages(NamedTuple):
     """Every pool, the default size and the hugetlbfs mounts."""
 
     default_size_kb: int
-    pools: list[Pool] = field(default_factory=list)
-    mounts: list[str] = field(default_factory=list)  # hugetlbfs mount points
+    # One shared empty default each: never changed once made.  mounts: hugetlbfs mount points.
+    pools: list[Pool] = []  # noqa: RUF012
+    mounts: list[str] = []  # noqa: RUF012
 
     def pool(self, size: int | None = None) -> Pool | None:
         """The pool for a page size in bytes (the default size when None)."""
@@ -383,8 +385,8 @@ def removable(pool: Pool) -> int:
     return _removable(pool, holders)
 
 
-@dataclass
-class Leftover:
+# A named tuple, as Pool is: made once by recover() on every `probe`, never changed.
+class Leftover(NamedTuple):
     """Pages a uffdctl run added to a pool and never gave back (it was killed): what this
     run gave back of them and what is still there."""
 

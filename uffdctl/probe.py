@@ -21,7 +21,7 @@ import errno as _errno
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import abi, access, advice, hugepages, kconfig, memtypes, support, uffd
 from .hugepages import Leftover
@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from .ioctl_reasons import IoctlNote
 
 
-@dataclass
-class Kernel:
+# Records that are never changed once made are named tuples: each dataclass costs three
+# exec() calls when this module is imported, which every `probe` pays (benchmarks/README.md).
+# Cell and ProbeReport are filled in as the probe goes: those two stay dataclasses.
+class Kernel(NamedTuple):
     """The running kernel: release, machine and the Kconfig symbols that matter."""
 
     release: str
@@ -39,15 +41,15 @@ class Kernel:
     config: dict[str, str] | None  # None: no configuration file could be read
     config_source: str | None = None  # the file the configuration was read from
     # Symbols this release predates (absent from its file, added later): symbol -> release.
-    not_in_release: dict[str, str] = field(default_factory=dict)
+    # Never changed once made, so one shared empty default is safe.
+    not_in_release: dict[str, str] = {}  # noqa: RUF012
 
     def here(self) -> support.Here:
         """What support.absence reads of this kernel besides the offer."""
         return support.Here(self.machine, self.release, self.config, self.config_source)
 
 
-@dataclass
-class FeatureStatus:
+class FeatureStatus(NamedTuple):
     """A feature bit: offered by the handshake, and usable when requested alone."""
 
     name: str
@@ -67,8 +69,7 @@ class FeatureStatus:
     fix: str | None = None
 
 
-@dataclass
-class Api:
+class Api(NamedTuple):
     """The UFFDIO_API handshake with features=0, decoded."""
 
     features_mask: int
@@ -107,8 +108,7 @@ class Cell:
         return [i for i in self.ioctls if i not in self.failing_ioctls]
 
 
-@dataclass
-class Caller:
+class Caller(NamedTuple):
     """Whose answer a probe is (`probe --pid`, `--user`), and how it was got: what the child
     took on for real, and what the answer rests on where it could not."""
 
@@ -157,8 +157,7 @@ class ProbeReport:
 
 # ----- capacity: what the pools hold now --------------------------------------------------------
 
-@dataclass
-class PoolCapacity:
+class PoolCapacity(NamedTuple):
     """One huge page size now: volatile, never a capability."""
 
     size_kb: int
@@ -167,8 +166,7 @@ class PoolCapacity:
     default: bool
 
 
-@dataclass
-class DemoCapacity:
+class DemoCapacity(NamedTuple):
     """Could `uffdctl demo MODE` (as is, on hugetlb) run now, with the pages free now?"""
 
     demo: str  # minor, missing, wp
@@ -180,8 +178,7 @@ class DemoCapacity:
     why: str = ""  # why not, one line ("" when it can)
 
 
-@dataclass
-class Capacity:
+class Capacity(NamedTuple):
     pools: list[PoolCapacity]
     demos: list[DemoCapacity]
 
@@ -223,8 +220,7 @@ def capacity(report: ProbeReport) -> Capacity:
 
 # ----- the answer in one line ---------------------------------------------------------------
 
-@dataclass
-class Outline:
+class Outline(NamedTuple):
     """What `probe` says first, as plain data: which faults, how, where minor faults
     register, and the free huge pages per size (render.probe words it)."""
 
@@ -320,7 +316,7 @@ def try_move(u: uffd.Userfaultfd, dst: int, length: int) -> None:
 
 
 def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: int,
-                 page_size: int, scratch: int) -> str | None:
+                 page_size: int, scratch: Scratch) -> str | None:
     """Try one resolving ioctl on a fresh registered page, without blocking and without this
     thread ever touching the registered mapping.  Returns None when it worked, else errno
     (ENOMEM from a reserving mmap(): no free huge page, or another program took it
@@ -336,7 +332,7 @@ def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: 
             if name == "wake":
                 u.wake(area.addr, n)
             elif name == "copy":
-                u.copy(area.addr, scratch, n, abi.UFFDIO_COPY_MODE_DONTWAKE)
+                u.copy(area.addr, scratch.get(page_size), n, abi.UFFDIO_COPY_MODE_DONTWAKE)
             elif name == "zeropage":
                 u.zeropage(area.addr, n, abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE)
             elif name == "move":
@@ -346,7 +342,9 @@ def _check_ioctl(u: uffd.Userfaultfd, name: str, mt: memtypes.MemoryType, mode: 
                 u.writeprotect(area.addr, n, False)
             elif name == "continue":
                 mt.map_alias(area)
-                uffd.fill(area.alias, 0x5A, n)  # the page cache now has the page
+                # One byte written through the alias puts the whole page (a huge page on
+                # hugetlb) into the page cache; what it holds does not matter to CONTINUE.
+                uffd.fill(area.alias, 0x5A, 1)
                 u.continue_(area.addr, n, abi.UFFDIO_CONTINUE_MODE_DONTWAKE)
             elif name == "poison":
                 u.poison(area.addr, n, abi.UFFDIO_POISON_MODE_DONTWAKE)
@@ -381,11 +379,12 @@ def _no_hugetlb_fix(err: int) -> str:
 
 def probe_cell(open_fd: Opener, offered: int, mt: memtypes.MemoryType, mode: str,
                check: bool = True, huge_page_size: int | None = None,
-               at: support.Here | None = None) -> Cell:
+               at: support.Here | None = None, scratch: Scratch | None = None) -> Cell:
     """Register ``mode`` on one page of ``mt`` for real (the default huge page size, or
     ``huge_page_size`` bytes, for hugetlb), and try each ioctl the kernel lists (``check``).
     ``at``: the kernel, whose architecture and configuration say why a feature is missing
-    (support.here() by default)."""
+    (support.here() by default).  ``scratch``: the copy sources a whole matrix shares (one
+    of the cell's own otherwise)."""
     cell = Cell(mt.name, mode, "ok")
     page_size = mt.page_size(huge_page_size)
     value = abi.mode_value(mode)
@@ -430,33 +429,69 @@ def probe_cell(open_fd: Opener, offered: int, mt: memtypes.MemoryType, mode: str
             mt.release(area)  # the checks map pages of their own
             cell.ioctls = abi.ioctl_names(cell.ioctls_mask)
             if check:
-                _check_listed(u, cell, mt, value, page_size)
+                own = scratch is None
+                sources = Scratch() if scratch is None else scratch
+                try:
+                    _check_listed(u, cell, mt, value, page_size, sources)
+                finally:
+                    if own:
+                        sources.close()
     finally:
         mt.release(area)
     return cell
 
 
+class Scratch:
+    """The source pages UFFDIO_COPY tries copy from: one filled anonymous mapping per page
+    size, made when a copy is first tried and shared by every cell of a matrix.  A copy only
+    reads its source, so one serves them all; a fresh one per cell cost the probe ~30 fills,
+    each faulting in every small page of it (512 for a 2 MB huge page): 17 ms of the matrix's
+    60 ms under cProfile (benchmarks/README.md).  close() unmaps them all."""
+
+    def __init__(self) -> None:
+        self._pages: dict[int, int] = {}  # page size -> address
+
+    def get(self, page_size: int) -> int:
+        addr = self._pages.get(page_size)
+        if addr is None:
+            addr = uffd.mmap(page_size, uffd.PROT_READ | uffd.PROT_WRITE,
+                             uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
+            self._pages[page_size] = addr
+            uffd.fill(addr, 0xA5, page_size)
+        return addr
+
+    def close(self) -> None:
+        while self._pages:
+            size, addr = self._pages.popitem()
+            uffd.munmap(addr, size)
+
+
 def _check_listed(u: uffd.Userfaultfd, cell: Cell, mt: memtypes.MemoryType, mode: int,
-                  page_size: int) -> None:
-    scratch = uffd.mmap(page_size, uffd.PROT_READ | uffd.PROT_WRITE,
-                        uffd.MAP_PRIVATE | uffd.MAP_ANONYMOUS)
-    try:
-        uffd.fill(scratch, 0xA5, page_size)
-        for name in cell.ioctls:
-            failed = _check_ioctl(u, name, mt, mode, page_size, scratch)
-            if failed == "ENOMEM" and mt.kind == "hugetlb" and name in NEEDS_A_PAGE:
-                cell.untested_ioctls[name] = NO_FREE_HUGE_PAGE
-            elif failed:
-                cell.failing_ioctls[name] = failed
-    finally:
-        uffd.munmap(scratch, page_size)
+                  page_size: int, scratch: Scratch) -> None:
+    if "copy" in cell.ioctls:
+        # Made here, outside _check_ioctl's handling: a source that cannot be mapped is this
+        # process's failure (raised, as it always was), never the kernel's answer to a copy.
+        scratch.get(page_size)
+    for name in cell.ioctls:
+        failed = _check_ioctl(u, name, mt, mode, page_size, scratch)
+        if failed == "ENOMEM" and mt.kind == "hugetlb" and name in NEEDS_A_PAGE:
+            cell.untested_ioctls[name] = NO_FREE_HUGE_PAGE
+        elif failed:
+            cell.failing_ioctls[name] = failed
 
 
 def probe_matrix(open_fd: Opener, offered: int, check: bool = True,
                  at: support.Here | None = None) -> list[Cell]:
     at = at or support.here()
-    return [probe_cell(open_fd, offered, mt, mode, check, at=at)
-            for mt in memtypes.MEMORY_TYPES for mode in abi.MATRIX_MODES]
+    scratch = Scratch()
+    # The default huge page size is fixed at boot: read from /proc/meminfo once for the
+    # matrix, not once for each hugetlb cell.
+    huge = next((mt.page_size() for mt in memtypes.MEMORY_TYPES if mt.kind == "hugetlb"), None)
+    try:
+        return [probe_cell(open_fd, offered, mt, mode, check, huge, at, scratch)
+                for mt in memtypes.MEMORY_TYPES for mode in abi.MATRIX_MODES]
+    finally:
+        scratch.close()
 
 
 def run_probe(check_ioctls: bool = True) -> ProbeReport:

@@ -7,7 +7,6 @@ uffdctl-ps(1)); a key is never removed or renamed without bumping its schema_ver
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .. import abi, advice
@@ -148,7 +147,7 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
                          "first": n.first or None, "source": n.source or None}
                         for n in ioctl_notes(report)],
         "requirements": requirements,
-        "caller": None if report.caller is None else dataclasses.asdict(report.caller),
+        "caller": None if report.caller is None else report.caller._asdict(),
     }
 
 
