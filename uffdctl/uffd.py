@@ -6,7 +6,8 @@ kernel's terms (abi.errno_meaning) without parsing strings.
 
 GIL note: calls through ctypes.CDLL and CFUNCTYPE release the interpreter lock, PYFUNCTYPE
 (ctypes.string_at) and ctypes.PyDLL do not.  A thread that touches a registered page must do
-so through :func:`touch_read`/:func:`touch_write`/:func:`poke`/:func:`compare` (libc
+so through :func:`touch_read`/:func:`touch_read_pages`/:func:`touch_write`/:func:`poke`/
+:func:`compare` (libc
 calls, GIL released) so that the handler thread can run while the toucher is blocked in the
 fault.  The resolving ioctls keep it held (see _held_ioctl).
 """
@@ -140,6 +141,9 @@ def _ioctl(fd: int, key: str, arg: ctypes.Structure) -> None:
 # call that releases the lock: the woken thread runs at once, as before.  That extra ioctl
 # (about 1 us) is partly paid back by demo._handle reading at once after a wake on one CPU
 # instead of polling: the round trip's median grew 3-8% (interleaved before/after runs).
+# A toucher that reads all its pages in one call (touch_read_pages, the demo's --touch bulk)
+# never asks for the lock while it faults: there the resolving ioctl wakes it itself, as a C
+# handler's does, and the separate wake is saved (demo._handle).
 # The struct is packed into one buffer per descriptor whose address is computed once, and
 # the request and the address are passed as ready ctypes objects (no argtypes conversion):
 # as cheap as fcntl.ioctl on a fresh bytearray.
