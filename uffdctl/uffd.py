@@ -7,9 +7,8 @@ kernel's terms (abi.errno_meaning) without parsing strings.
 GIL note: calls through ctypes.CDLL and CFUNCTYPE release the interpreter lock, PYFUNCTYPE
 (ctypes.string_at) and ctypes.PyDLL do not.  A thread that touches a registered page must do
 so through :func:`touch_read`/:func:`touch_read_pages`/:func:`touch_write`/:func:`poke`/
-:func:`compare` (libc
-calls, GIL released) so that the handler thread can run while the toucher is blocked in the
-fault.  The resolving ioctls keep it held (see _held_ioctl).
+:func:`compare` (libc calls, GIL released) so that the handler thread can run while the
+toucher is blocked in the fault.  The resolving ioctls keep it held (see _held_ioctl).
 """
 
 from __future__ import annotations
