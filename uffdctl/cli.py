@@ -325,6 +325,11 @@ def _demo_options(mode: str, default_backing: str) -> Any:
             click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
                          help="Threads that touch every page (each from its own start)."),
             click.option("--write", is_flag=True, help="Touch by writing instead of reading."),
+            click.option("--touch", type=click.Choice(["bulk", "page"]), default="bulk",
+                         show_default=True,
+                         help="bulk: each thread reads its pages in one call, timed whole "
+                              "(per-fault cost); page: one call per page, each timed "
+                              "(round trips). Writes are always page by page."),
             click.option("--cpus", type=click.Choice(["same", "spread", "any"]), default="same",
                          show_default=True,
                          help="Handler and touchers on one CPU, on two, or anywhere."),

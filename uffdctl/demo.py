@@ -16,6 +16,7 @@ handler.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import select
 import threading
@@ -48,6 +49,10 @@ class DemoConfig:
     written: int | None = None  # wp: how many pages are written (None: half of them)
     seed: int = 1  # wp: which pages are written (a seeded random choice)
     cpus: str = "same"  # same, spread, any
+    # bulk: a reading toucher reads all its pages in one libc call (uffd.touch_read_pages),
+    # timed as a whole: the per-fault cost.  page: one call per page, each timed: the
+    # per-touch round trips.  A writing run touches page by page either way.
+    touch: str = "bulk"
     timeout: float = 5.0  # seconds without progress before the run is aborted
     reserve: bool = True  # as root, reserve the huge pages the run needs
     wrong: bool = False  # test hook: resolve with other contents than promised
@@ -121,9 +126,11 @@ STEPS: dict[str, tuple[str, dict[str, object]]] = {
     "pagetables_unreadable": ("/proc/self/pagemap could not be read: nothing is claimed "
                               "about that mapping's page tables",
                               {"phase": _STR, "mapping": _STR, "error": _STR}),
-    "touching": ("the touchers start: how many threads, reading or writing, where they run",
+    "touching": ("the touchers start: how many threads, reading or writing, where they run, "
+                 "and how they touch (bulk: each thread's pages in one call; page: one call a "
+                 "page, each timed)",
                  {"threads": _INT, "write": _BOOL, "pages": _INT, "cpus": _STR,
-                  "cpu_note": _STR}),
+                  "cpu_note": _STR, "touch": _STR}),
     "found": ("wp --async: the written pages as PAGEMAP_SCAN and pagemap bit 57 found them",
               {"pagemap_scan": _INTS, "pagemap_bit57": _INTS}),
     "aborted": ("no progress within the timeout: the run was aborted",
@@ -135,7 +142,9 @@ STEPS: dict[str, tuple[str, dict[str, object]]] = {
 }
 
 
-@dataclass
+# slots: one Fault is made per fault, on the touching thread's time on one CPU, and callers
+# may keep them all; without a dict each is half the size and quicker to make.
+@dataclass(slots=True)
 class Fault:
     page: int
     address: int
@@ -179,6 +188,12 @@ class Summary:
     aborted_touches: int = 0
     # The same touch on an unregistered mapping, the kernel's own fault, timed the same way.
     floor_ns: list[int] = field(default_factory=list)
+    # How the touchers touched (bulk or page: DemoConfig.touch, page for a writing run) and
+    # the wall time from the first toucher's first touch to the last one's last touch:
+    # divided by the faults, the per-fault cost as a C toucher and handler measure it.
+    touch: str = "page"
+    touch_ns: int = 0
+    touch_cpu_ns: int = 0  # the process's CPU time over the same span (all its threads)
     reserved_pages: int = 0
     expected_faults: int = 0  # pages that must fault: all of them, or the written ones (wp)
     elapsed_s: float = 0.0
@@ -286,9 +301,10 @@ class Scenario:
     register_mode: str  # the features it needs follow from abi.MODE_SUPPORT per memory kind
     backings: tuple[str, ...]
     prepare: Callable[[Run, Emit], None]  # contents before the first touch
-    # -> (ioctl, modified).  Resolves with the ioctl's DONTWAKE mode: the engine reads its
-    # clock, then wakes the thread (uffd.py says why).
-    resolve: Callable[[Run, uffd.Message, int], tuple[str, bool]]
+    # (run, page, wake) -> (ioctl, modified).  wake False: resolves with the ioctl's DONTWAKE
+    # mode, the engine reads its clock, then wakes the thread (uffd.py says why); True (bulk
+    # touch): the resolving ioctl wakes it, as a C handler's does (_handle says why).
+    resolve: Callable[[Run, int, bool], tuple[str, bool]]
     needs_alias: bool = False
     story: str = ""
     # Makes the floor's unregistered area look like the registered one did before the touch.
@@ -351,7 +367,12 @@ class _Touchers:
 
     def __init__(self, run: Run, cfg: DemoConfig, cpu: int | None) -> None:
         self.run, self.cfg, self.cpu = run, cfg, cpu
-        self.samples: dict[tuple[int, int], int] = {}  # (tid, page) -> ns
+        self.samples: dict[tuple[int, int], int] = {}  # (tid, page) -> ns (page mode)
+        self.bulk = _touch_mode(cfg, run) == "bulk"
+        # Each thread's (first touch, last return), by the clock and by the process's CPU
+        # time (both threads', whatever runs then: on a busy machine the CPU time is the
+        # steadier figure, since other programs' turns on the CPU are not in it).
+        self.spans: list[tuple[int, int, int, int]] = []
         self.mismatched: set[int] = set()
         self.verified: set[int] = set()
         self.done = threading.Event()
@@ -380,16 +401,24 @@ class _Touchers:
             area, ps, targets = run.area, run.page_size, run.targets
             # Each thread starts at its own place in the list so that they meet on pages.
             start = k * len(targets) // len(self.threads)
-            for i in targets[start:] + targets[:start]:
-                if self.stop.is_set():
-                    return
-                addr = area.addr + i * ps
-                t0 = time.perf_counter_ns()
-                if run.write:
-                    uffd.touch_write(addr, TOUCH_BYTE[0])
-                else:
-                    uffd.touch_read(addr)
-                self.samples[(tid, i)] = time.perf_counter_ns() - t0
+            order = targets[start:] + targets[:start]
+            began, began_cpu = time.perf_counter_ns(), time.process_time_ns()
+            if self.bulk:
+                for first, count in _stretches(order):
+                    uffd.touch_read_pages(area.addr + first * ps, count, ps)
+            else:
+                for i in order:
+                    if self.stop.is_set():
+                        return
+                    addr = area.addr + i * ps
+                    t0 = time.perf_counter_ns()
+                    if run.write:
+                        uffd.touch_write(addr, TOUCH_BYTE[0])
+                    else:
+                        uffd.touch_read(addr)
+                    self.samples[(tid, i)] = time.perf_counter_ns() - t0
+            self.spans.append((began, time.perf_counter_ns(), began_cpu,
+                               time.process_time_ns()))
             # Every page verified once a thread, each from its own place: linear in pages
             # (after_touch is constant time).
             start = k * area.pages // len(self.threads)
@@ -416,6 +445,24 @@ class _Touchers:
         marked as stopped while it still runs (CPython gh-90882, before 3.13), and the
         clean-up would then unmap pages under it."""
         return not self.threads or self.done.wait(timeout)
+
+
+def _touch_mode(cfg: DemoConfig, run: Run) -> str:
+    """How the touchers touch: bulk only reads (uffd.touch_read_pages: libc has no call that
+    writes one byte a page), so a writing run touches page by page."""
+    return "bulk" if cfg.touch == "bulk" and not run.write else "page"
+
+
+def _stretches(pages: list[int]) -> list[tuple[int, int]]:
+    """(first page, count) of each run of consecutive pages in ``pages``, in order: what one
+    bulk touch call can cover."""
+    out: list[tuple[int, int]] = []
+    for i in pages:
+        if out and out[-1][0] + out[-1][1] == i:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((i, 1))
+    return out
 
 
 def _floor(run: Run, scenario: Scenario, mt: memtypes.MemoryType, cpu: int | None,
@@ -504,13 +551,23 @@ def run_demo(scenario: Scenario, cfg: DemoConfig, emit: Emit,
         summary.expected_faults = len(run.targets)
         every = "every page" if len(run.targets) == run.area.pages else \
             f"{len(run.targets)} pages"
+        touch = _touch_mode(cfg, run)
+        how = "in one call a thread" if touch == "bulk" else "page by page"
         emit(Step(f"{cfg.threads} thread{'s' if cfg.threads > 1 else ''} "
-                  f"{'write' if run.write else 'read'} {every}; {cpu_note}", "touching",
+                  f"{'write' if run.write else 'read'} {every} {how}; {cpu_note}", "touching",
                   {"threads": cfg.threads, "write": run.write, "pages": len(run.targets),
-                   "cpus": cfg.cpus, "cpu_note": cpu_note}))
+                   "cpus": cfg.cpus, "cpu_note": cpu_note, "touch": touch}))
         touchers = _touch_and_handle(run, scenario, summary, emit, handler_cpu, toucher_cpu,
                                      old_affinity)
         _account(run, touchers, summary)
+        # Added to the summary (its other fields keep their meaning): how the pages were
+        # touched and the per-fault cost, all the touching's wall time over the faults, as
+        # the C baseline (benchmarks/c/minor_handler.c) measures it.
+        summary.extra["touch"] = summary.touch
+        summary.extra["per_fault_ns"] = (summary.touch_ns // summary.faults
+                                         if summary.touch_ns and summary.faults else None)
+        summary.extra["cpu_per_fault_ns"] = (summary.touch_cpu_ns // summary.faults
+                                             if summary.touch_ns and summary.faults else None)
         if run.readings:
             summary.extra["pagetables"] = [r.fields() for r in run.readings]
         if summary.error is None:
@@ -635,9 +692,20 @@ def _touch_and_handle(run: Run, scenario: Scenario, summary: Summary, emit: Emit
     if handler_cpu is not None:
         os.sched_setaffinity(0, {handler_cpu})
         run.stack.callback(os.sched_setaffinity, 0, old_affinity)
-    touchers.start()
-    _handle(run, scenario, touchers, summary, emit,
-            same_cpu=handler_cpu is not None and handler_cpu == toucher_cpu)
+    # No cyclic garbage collection while faults are handled: each Fault event is an object
+    # the collector tracks, and its passes over all the events a caller keeps (a list, as
+    # `--json` consumers and the benchmark do) ran on the fault path, longer the more were
+    # kept (4,096 pages: ~20% of the per-fault cost).  Nothing made there is a cycle:
+    # reference counting frees it all.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        touchers.start()
+        _handle(run, scenario, touchers, summary, emit,
+                same_cpu=handler_cpu is not None and handler_cpu == toucher_cpu)
+    finally:
+        if collecting:
+            gc.enable()
     touchers.join(cfg.timeout)
     if touchers.errors:
         raise touchers.errors[0]
@@ -657,6 +725,15 @@ def _account(run: Run, touchers: _Touchers, summary: Summary) -> None:
             else:
                 summary.aborted_touches += 1
     summary.latency_ns = list(summary.round_trips.values())
+    if touchers.bulk:
+        # No touch was timed alone; a thread's touch that faulted on a page never resolved
+        # was ended by the abort all the same.
+        summary.aborted_touches = sum(1 for _, i in faulted if i not in resolved)
+    summary.touch = "bulk" if touchers.bulk else "page"
+    spans = touchers.spans
+    if spans and len(spans) == len(touchers.threads):
+        summary.touch_ns = max(s[1] for s in spans) - min(s[0] for s in spans)
+        summary.touch_cpu_ns = max(s[3] for s in spans) - min(s[2] for s in spans)
     summary.verified_bytes = len(touchers.verified - touchers.mismatched) * run.page_size
     summary.mismatched_pages = sorted(touchers.mismatched)
 
@@ -775,26 +852,53 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
     FLUSH_S has passed).  A touching thread faults again as soon as it is woken, so whatever
     the handler does between two faults is on the round trip of the next one.  same_cpu:
     handler and touchers share one CPU, so a thread woken runs (and faults again) before the
-    wake returns: the loop reads at once instead of polling first."""
-    u, area, ps = run.uffd, run.area, run.page_size
+    wake returns: the loop reads at once instead of polling first.
+
+    How the thread is woken depends on how it touches.  Page by page (--touch page), the
+    toucher needs the interpreter lock between two touches: the page is resolved with
+    DONTWAKE, the handler's clock is read, then UFFDIO_WAKE hands the lock over (uffd.py).
+    In bulk (--touch bulk) the toucher stays in one libc call and never asks for the lock, so
+    the resolving ioctl wakes it itself, as a C handler's does: one ioctl a fault instead of
+    two, about a quarter of the per-fault cost on the 2-core VM.  handle_ns still ends at
+    that ioctl's return, which on one CPU may then come after the woken thread has run on to
+    its next fault (there is no per-touch round trip in bulk to keep it within)."""
+    u, ps, base = run.uffd, run.page_size, run.area.addr
     poller = select.poll()
     poller.register(u.fd, select.POLLIN)
     resolved = run.resolved
     faulted = run.faulted
-    unshown: list[tuple[uffd.Message, int, str, bool, int, bool]] = []
+    resolve, stall = scenario.resolve, run.cfg.stall
+    wake_in_resolve = touchers.bulk
+    pagefault, unpack = abi.UFFD_EVENT_PAGEFAULT, uffd.MSG_RECORD.unpack_from
+    size = abi.UFFD_MSG_SIZE
+    buf = bytearray(size * 64)
+    clock = time.perf_counter_ns
+    # (event, flags, address, thread id), page, ioctl, modified, handle_ns, duplicate: the
+    # Fault events are made from these when the faults are shown, off the round trip.
+    unshown: list[tuple[tuple[int, int, int, int], int, str, bool, int, bool]] = []
     last_progress = last_flush = time.monotonic()
 
+    # What a fault's flags say, worked out once per distinct flags value (a run sees one or
+    # two): naming them took ~4 us a fault, paid on the touching thread's time on one CPU.
+    described: dict[int, tuple[list[str], str, bool]] = {}
+
     def flush() -> None:
-        for msg, index, how, modified, handle_ns, duplicate in unshown:
+        kinds = summary.kinds
+        for (_, flags, address, ptid), index, how, modified, handle_ns, duplicate in unshown:
+            said = described.get(flags)
+            if said is None:
+                said = described[flags] = (abi.pagefault_flag_names(flags),
+                                           abi.fault_kind(flags),
+                                           bool(flags & abi.UFFD_PAGEFAULT_FLAG_WRITE))
+            names, kind, is_write = said
             summary.messages += 1
             if not duplicate:
                 summary.faults += 1
-                summary.kinds[msg.kind] = summary.kinds.get(msg.kind, 0) + 1
-                if msg.is_write:
+                kinds[kind] = kinds.get(kind, 0) + 1
+                if is_write:
                     summary.writes += 1
-            emit(Fault(index, msg.address, msg.flags, abi.pagefault_flag_names(msg.flags),
-                       msg.kind, msg.ptid, how, modified, handle_ns, summary.faults,
-                       duplicate))
+            emit(Fault(index, address, flags, names[:], kind, ptid, how, modified, handle_ns,
+                       summary.faults, duplicate))
         unshown.clear()
 
     # On one CPU a woken thread's next fault is queued by the time the wake returns: reading
@@ -822,40 +926,43 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                 return
             continue
         got = woke = False
-        for msg in u.read_messages():
-            t0 = time.perf_counter_ns()
-            if msg.event != abi.UFFD_EVENT_PAGEFAULT:
+        for off in range(0, u.read_into(buf), size):
+            t0 = clock()
+            raw = unpack(buf, off)
+            if raw[0] != pagefault:
                 continue
             got = True
-            index = (msg.address - area.addr) // ps
-            faulted.add((msg.ptid, index))
-            if run.cfg.stall:
+            index = (raw[2] - base) // ps
+            faulted.add((raw[3], index))
+            if stall:
                 summary.messages += 1
                 continue
             duplicate = index in resolved
             asleep = False  # the faulting thread still waits: resolved with DONTWAKE
             if duplicate:
                 # Another thread faulted on the page before it was mapped: wake it.
-                u.wake(area.addr + index * ps, ps)
+                u.wake(base + index * ps, ps)
                 how, modified = "wake", False
             else:
                 try:
-                    how, modified = scenario.resolve(run, msg, index)
-                    asleep = True
+                    how, modified = resolve(run, index, wake_in_resolve)
+                    asleep = not wake_in_resolve
                 except uffd.UffdError as exc:
                     if exc.errno != errno.EEXIST:  # mapped meanwhile: waking is enough
                         raise
-                    u.wake(area.addr + index * ps, ps)
+                    u.wake(base + index * ps, ps)
                     how, modified = "wake", False
                 resolved.add(index)
             # handle_ns stops here, at the resolving ioctl's return: the interpreter lock was
-            # held through it (uffd._held_ioctl), so no woken thread ran in between.
-            handle_ns = time.perf_counter_ns() - t0
+            # held through it (uffd._held_ioctl), so no woken Python thread ran in between.
+            handle_ns = clock() - t0
             if asleep:
                 # Then the wake, with the lock released so the woken thread runs at once.
-                u.wake(area.addr + index * ps, ps, hand_over=True)
+                u.wake(base + index * ps, ps, hand_over=True)
                 woke = True
-            unshown.append((msg, index, how, modified, handle_ns, duplicate))
+            elif wake_in_resolve:
+                woke = True
+            unshown.append((raw, index, how, modified, handle_ns, duplicate))
         if not got:
             continue
         # No sched_yield() here: the woken thread got the interpreter lock during the

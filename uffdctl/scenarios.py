@@ -67,7 +67,7 @@ def _minor_prepare(run: Run, emit: Emit) -> None:
               "filled", {"pages": area.pages, "through": "plain mapping"}))
 
 
-def _minor_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+def _minor_resolve(run: Run, index: int, wake: bool) -> tuple[str, bool]:
     area, ps = run.area, run.page_size
     alias = area.alias + index * ps
     modified = False
@@ -78,7 +78,8 @@ def _minor_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
         modified = True
     if run.cfg.wrong:
         uffd.poke(alias, run.pattern(index, salt=0xBAD))  # not what was promised
-    run.uffd.continue_(area.addr + index * ps, ps, abi.UFFDIO_CONTINUE_MODE_DONTWAKE)
+    run.uffd.continue_(area.addr + index * ps, ps,
+                       0 if wake else abi.UFFDIO_CONTINUE_MODE_DONTWAKE)
     return "continue", modified
 
 
@@ -142,16 +143,16 @@ def _missing_prepare(run: Run, emit: Emit) -> None:
               "empty", {"pages": run.area.pages, "resolve_with": "copy"}))
 
 
-def _missing_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
+def _missing_resolve(run: Run, index: int, wake: bool) -> tuple[str, bool]:
     dst, ps = run.area.page(index), run.page_size
     if run.cfg.wrong:
         uffd.poke(run.source, run.pattern(index, salt=0xBAD))  # not what was promised
     elif run.cfg.zero:
-        run.uffd.zeropage(dst, ps, abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE)
+        run.uffd.zeropage(dst, ps, 0 if wake else abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE)
         return "zeropage", False
     else:
         uffd.poke(run.source, run.expected[index])
-    run.uffd.copy(dst, run.source, ps, abi.UFFDIO_COPY_MODE_DONTWAKE)
+    run.uffd.copy(dst, run.source, ps, 0 if wake else abi.UFFDIO_COPY_MODE_DONTWAKE)
     return "copy", False
 
 
@@ -220,10 +221,11 @@ def _wp_choose(run: Run) -> list[int]:
     return sorted(random.Random(run.cfg.seed).sample(range(n), written_pages(run.cfg)))
 
 
-def _wp_resolve(run: Run, msg: uffd.Message, index: int) -> tuple[str, bool]:
-    # Recording the page is the point of tracking; the engine wakes the writer afterwards.
+def _wp_resolve(run: Run, index: int, wake: bool) -> tuple[str, bool]:
+    # Recording the page is the point of tracking; the engine wakes the writer afterwards
+    # (or the ioctl does: wake).
     ps = run.page_size
-    run.uffd.writeprotect(run.area.addr + index * ps, ps, False, dontwake=True)
+    run.uffd.writeprotect(run.area.addr + index * ps, ps, False, dontwake=not wake)
     return "writeprotect", False
 
 
