@@ -359,18 +359,27 @@ def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[
     asked = {u.fd: frozenset(u.features) for u in uffds if u.info.initialized or not marks_init}
     owners = {}
     table = _rules()  # read afresh: twelve rows, and the table is the one source
+    # The answer depends on the modes and the memory type only: worked out once for each
+    # pair, not for each of (maybe) tens of thousands of registered regions.
+    decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]] = {}
     for r in regions:
-        if not r.registered:
+        modes = tuple(r.modes)
+        if not modes:
             continue
-        rules = [table.get((mode, r.memory)) for mode in r.modes]
-        known = [rule for rule in rules if rule is not None]
-        candidates = [fd for fd, features in asked.items()
-                      if all(rule.required <= features for rule in known)]
-        fitting = [fd for fd in candidates
-                   if all(not rule.evidence or rule.evidence & asked[fd] for rule in known)]
-        if len(known) < len(rules) or not fitting:
-            fitting = candidates
-        owners[r.start] = Owner(fitting, certain=len(candidates) == 1)
+        key = (modes, r.memory)
+        found = decided.get(key)
+        if found is None:
+            rules = [table.get((mode, key[1])) for mode in modes]
+            known = [rule for rule in rules if rule is not None]
+            candidates = [fd for fd, features in asked.items()
+                          if all(rule.required <= features for rule in known)]
+            fitting = [fd for fd in candidates
+                       if all(not rule.evidence or rule.evidence & asked[fd] for rule in known)]
+            if len(known) < len(rules) or not fitting:
+                fitting = candidates
+            found = decided[key] = (fitting, len(candidates) == 1)
+        # Each region its own list: a caller may change one owner's without the others'.
+        owners[r.start] = Owner(list(found[0]), certain=found[1])
     return owners
 
 
