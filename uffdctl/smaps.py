@@ -7,7 +7,10 @@ content (lines it does not understand are skipped, unknown mnemonics are kept ra
 Speed: a process may have ~65,000 mappings (a JVM, a VM with many memslots), 46 MB of smaps.
 Looking for registered regions (``registered_only``, :func:`scan_registered`) finds the VmFlags
 lines naming a userfaultfd mode and fully parses only those entries, so most of the text is
-never split into fields; :func:`scan_registered` also reads it piece by piece.
+never split into fields; :func:`scan_registered` also reads it piece by piece.  An entry of
+the shape the kernel prints is taken apart in bytes and its strings, flags and sizes are
+looked up by those bytes (_Registered), since a process may have tens of thousands of
+registered regions that mostly repeat one another; odd content goes to the general parse.
 
 Memory: every region (``inspect --all``) is read piece by piece too (:func:`scan_all`), never
 held whole (46 MB of text, twice once decoded), and a region is small: its strings (perms,
