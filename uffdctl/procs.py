@@ -101,8 +101,11 @@ class ProcessReport:
     @property
     def registered_bytes(self) -> dict[str, int]:
         """Bytes registered in each mode in use, in smaps.UFFD_MODE_ORDER."""
-        out = {m: sum(r.length for r in self.registered if m in r.modes)
-               for m in smaps.UFFD_MODE_ORDER}
+        # One pass, each region's modes looked at once (tens of thousands of regions).
+        out = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
+        for r in self.registered:
+            for m in r.modes:
+                out[m] += r.length
         return {m: n for m, n in out.items() if n}
 
     @property
@@ -499,7 +502,10 @@ def _pids() -> list[int]:
 
 def _ps_row(report: ProcessReport) -> PsRow:
     registered = report.registered
-    by_mode = {m: sum(m in r.modes for r in registered) for m in smaps.UFFD_MODE_ORDER}
+    by_mode = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
+    for r in registered:  # one pass, as registered_bytes
+        for m in r.modes:
+            by_mode[m] += 1
     serves = sorted((fd, f.serves) for fd, f in report.serving.items()
                     if f.serves is not None and f.serves != report.pid)
     return PsRow(report.pid, report.comm, len(report.uffds),
