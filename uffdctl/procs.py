@@ -101,8 +101,11 @@ class ProcessReport:
     @property
     def registered_bytes(self) -> dict[str, int]:
         """Bytes registered in each mode in use, in smaps.UFFD_MODE_ORDER."""
-        out = {m: sum(r.length for r in self.registered if m in r.modes)
-               for m in smaps.UFFD_MODE_ORDER}
+        # One pass, each region's modes looked at once (tens of thousands of regions).
+        out = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
+        for r in self.registered:
+            for m in r.modes:
+                out[m] += r.length
         return {m: n for m, n in out.items() if n}
 
     @property
@@ -359,18 +362,27 @@ def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[
     asked = {u.fd: frozenset(u.features) for u in uffds if u.info.initialized or not marks_init}
     owners = {}
     table = _rules()  # read afresh: twelve rows, and the table is the one source
+    # The answer depends on the modes and the memory type only: worked out once for each
+    # pair, not for each of (maybe) tens of thousands of registered regions.
+    decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]] = {}
     for r in regions:
-        if not r.registered:
+        modes = tuple(r.modes)
+        if not modes:
             continue
-        rules = [table.get((mode, r.memory)) for mode in r.modes]
-        known = [rule for rule in rules if rule is not None]
-        candidates = [fd for fd, features in asked.items()
-                      if all(rule.required <= features for rule in known)]
-        fitting = [fd for fd in candidates
-                   if all(not rule.evidence or rule.evidence & asked[fd] for rule in known)]
-        if len(known) < len(rules) or not fitting:
-            fitting = candidates
-        owners[r.start] = Owner(fitting, certain=len(candidates) == 1)
+        key = (modes, r.memory)
+        found = decided.get(key)
+        if found is None:
+            rules = [table.get((mode, key[1])) for mode in modes]
+            known = [rule for rule in rules if rule is not None]
+            candidates = [fd for fd, features in asked.items()
+                          if all(rule.required <= features for rule in known)]
+            fitting = [fd for fd in candidates
+                       if all(not rule.evidence or rule.evidence & asked[fd] for rule in known)]
+            if len(known) < len(rules) or not fitting:
+                fitting = candidates
+            found = decided[key] = (fitting, len(candidates) == 1)
+        # Each region its own list: a caller may change one owner's without the others'.
+        owners[r.start] = Owner(list(found[0]), certain=found[1])
     return owners
 
 
@@ -490,7 +502,10 @@ def _pids() -> list[int]:
 
 def _ps_row(report: ProcessReport) -> PsRow:
     registered = report.registered
-    by_mode = {m: sum(m in r.modes for r in registered) for m in smaps.UFFD_MODE_ORDER}
+    by_mode = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
+    for r in registered:  # one pass, as registered_bytes
+        for m in r.modes:
+            by_mode[m] += 1
     serves = sorted((fd, f.serves) for fd, f in report.serving.items()
                     if f.serves is not None and f.serves != report.pid)
     return PsRow(report.pid, report.comm, len(report.uffds),

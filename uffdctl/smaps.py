@@ -7,7 +7,10 @@ content (lines it does not understand are skipped, unknown mnemonics are kept ra
 Speed: a process may have ~65,000 mappings (a JVM, a VM with many memslots), 46 MB of smaps.
 Looking for registered regions (``registered_only``, :func:`scan_registered`) finds the VmFlags
 lines naming a userfaultfd mode and fully parses only those entries, so most of the text is
-never split into fields; :func:`scan_registered` also reads it piece by piece.
+never split into fields; :func:`scan_registered` also reads it piece by piece.  An entry of
+the shape the kernel prints is taken apart in bytes and its strings, flags and sizes are
+looked up by those bytes (_Registered), since a process may have tens of thousands of
+registered regions that mostly repeat one another; odd content goes to the general parse.
 
 Memory: every region (``inspect --all``) is read piece by piece too (:func:`scan_all`), never
 held whole (46 MB of text, twice once decoded), and a region is small: its strings (perms,
@@ -21,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import abi
 
@@ -49,6 +53,12 @@ class Sizes(Mapping[str, int]):
 
     def __getitem__(self, key: str) -> int:
         return self._values[self._index[key]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Mapping.get goes through __getitem__ and a KeyError: the document asks three
+        # times a region.
+        at = self._index.get(key)
+        return default if at is None else self._values[at]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
@@ -105,7 +115,8 @@ class Region:
 
     @property
     def registered(self) -> bool:
-        return any(f in abi.UFFD_MNEMONICS for f in self.flags)
+        # Every mnemonic of UFFD_MNEMONICS names a mode: registered when a mode is named.
+        return bool(_modes(self.flags))
 
     @property
     def memory(self) -> str:
@@ -119,8 +130,24 @@ class Region:
 
 def modes_of(flags: Iterable[str]) -> list[str]:
     """The userfaultfd modes VmFlags mnemonics name, in UFFD_MODE_ORDER."""
-    found = {abi.UFFD_MNEMONICS[f] for f in flags if f in abi.UFFD_MNEMONICS}
-    return [m for m in UFFD_MODE_ORDER if m in found]
+    return list(_modes(flags))
+
+
+# VmFlags lines -> their modes.  A process has few distinct VmFlags lines and each region's
+# modes are asked for several times (registered, attribution, the document), so they are
+# worked out once per line; the bound only keeps a long --watch of odd content in check.
+_MODES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _modes(flags: Iterable[str]) -> tuple[str, ...]:
+    key = tuple(flags)
+    modes = _MODES.get(key)
+    if modes is None:
+        if len(_MODES) >= 4096:
+            _MODES.clear()
+        found = {abi.UFFD_MNEMONICS[f] for f in key if f in abi.UFFD_MNEMONICS}
+        modes = _MODES[key] = tuple(m for m in UFFD_MODE_ORDER if m in found)
+    return modes
 
 
 # File systems whose files are shmem to userfaultfd (vma_is_shmem(): their mappings use
@@ -212,15 +239,107 @@ def parse_smaps(data: str | bytes, registered_only: bool = False) -> list[Region
     return regions
 
 
-def _registered_in(raw: bytes | bytearray, end: int, regions: list[Region]) -> None:
+# A registered entry as 6.18 prints it (show_map_vma(), show_smap(), show_smap_vma_flags()):
+# the header line at the start of the stretch the general parse would read (from the line after
+# the previous VmFlags line), then lines that each begin with a capital (field names: never a
+# header, which begins with a hex digit; _BODY, checked once per distinct block), then the
+# VmFlags line.  Anything else (odd lines, perms that are not 4 printable ASCII characters, an
+# inode running into other text: str's \d would also take a following non-ASCII digit) goes
+# to the general parse, so both give the same regions.
+_FAST_HEADER = re.compile(
+    rb"([0-9a-f]{1,16})-([0-9a-f]{1,16}) ([!-~]{4}) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) "
+    rb"([0-9]+)(?: ([^\n]*))?\n")
+_BODY = re.compile(rb"(?:[A-Z][^\n]*\n)*")
+
+
+class _Registered:
+    """What the registered entries of one parse share, keyed by their bytes as read: the
+    decoded strings, the flags (None: not registered, or odd enough for the general parse)
+    and the sizes.  A process's registered regions mostly repeat the same few of each, so
+    after the first of a kind a region costs one regex match, four int() and a few dict
+    lookups (~30 us of Python a region before, most of it decoding and splitting)."""
+
+    __slots__ = ("flags", "paths", "shared", "sizes", "text")
+
+    def __init__(self) -> None:
+        self.shared = _Shared()
+        self.text: dict[bytes, str] = {}  # perms, dev
+        self.paths: dict[bytes | None, str] = {}
+        self.flags: dict[bytes, tuple[str, ...] | None] = {}
+        self.sizes: dict[bytes, Sizes | None] = {}  # None: not lines of fields
+
+    def flags_of(self, line: bytes) -> tuple[str, ...] | None:
+        names = self.flags.get(line, ())
+        if names == ():
+            names = None
+            # A second "VmFlags:" in the line: the general parse takes the text after the
+            # last one; leave that to it.
+            if b"VmFlags:" not in line:
+                decoded = _decode(line)
+                cached = self.shared.flags.get(decoded)
+                if cached is None:
+                    cached = self.shared.flags[decoded] = tuple(decoded.split())
+                if any(f in abi.UFFD_MNEMONICS for f in cached):
+                    names = cached
+            self.flags[line] = names
+        return names
+
+    def sizes_of(self, block: bytes) -> Sizes | None:
+        sizes = self.sizes.get(block, self)
+        if sizes is self:
+            # The VmFlags line of a registered entry never reads "N kB": the block alone
+            # gives what the whole body gives.
+            sizes = self.sizes[block] = (
+                self.shared.sizes(_SIZES.findall(_decode(block))) if _BODY.fullmatch(block)
+                else None)
+        return sizes  # type: ignore[return-value]
+
+    def path_of(self, rest: bytes | None) -> str:
+        path = self.paths.get(rest)
+        if path is None:
+            path = self.paths[rest] = "" if rest is None else _decode(rest).strip()
+        return path
+
+    def text_of(self, raw: bytes) -> str:
+        text = self.text.get(raw)
+        if text is None:
+            text = self.text[raw] = _decode(raw)
+        return text
+
+
+def _registered_in(raw: bytes | bytearray, end: int, regions: list[Region],
+                   known: _Registered | None = None) -> None:
     """Append the registered regions in raw[:end]."""
+    if known is None:
+        known = _Registered()
+    # Keys are bytes (a bytearray cannot be one): copied out through a view, once.
+    with memoryview(raw) as view:
+        _registered_fast(raw, view, end, regions, known)
+
+
+def _registered_fast(raw: bytes | bytearray, view: memoryview, end: int, regions: list[Region],
+                     known: _Registered) -> None:
+    header = _FAST_HEADER.match
     for m in _REGISTERED_FLAGS.finditer(raw, 0, end):
         # The entry runs from just after the previous VmFlags line to the end of this one;
         # its header is the last header line in that stretch (odd lines are skipped).
-        prev = raw.rfind(b"\nVmFlags:", 0, m.start())
+        at = m.start()
+        prev = raw.rfind(b"\nVmFlags:", 0, at)
         begin = 0 if prev < 0 else raw.find(b"\n", prev + 1) + 1
-        line_end = raw.find(b"\n", m.start(), end)
-        found = _parse_text(_decode(raw[begin:end if line_end < 0 else line_end]))
+        line_end = raw.find(b"\n", at, end)
+        stop = end if line_end < 0 else line_end
+        h = header(raw, begin, at)
+        if h is not None and (h.end() == at or raw[at - 1] == 10):  # VmFlags starts a line
+            names = known.flags_of(view[at + 8:stop].tobytes())
+            sizes = known.sizes_of(view[h.end():at].tobytes()) if names is not None else None
+            if names is not None and sizes is not None:
+                start, finish, perms, offset, dev, inode, rest = h.groups()
+                regions.append(Region(
+                    int(start, 16), int(finish, 16), known.text_of(perms), int(offset, 16),
+                    known.text_of(dev), int(inode), known.path_of(rest), list(names),
+                    sizes))
+                continue
+        found = _parse_text(_decode(raw[begin:stop]))
         if found and found[-1].registered:
             regions.append(found[-1])
 
@@ -235,6 +354,7 @@ def scan_registered(readinto: Callable[[memoryview], int], chunk: int = 1 << 18
     entry, 6.18 fs/proc/task_mmu.c show_smap()); the rest moves to the front and waits for more.
     """
     regions: list[Region] = []
+    known = _Registered()  # shared across fills
     buf = bytearray(chunk)
     filled = 0
     while True:
@@ -243,7 +363,7 @@ def scan_registered(readinto: Callable[[memoryview], int], chunk: int = 1 << 18
         with memoryview(buf) as whole, whole[filled:] as free:
             n = readinto(free)
         if not n:
-            _registered_in(buf, filled, regions)
+            _registered_in(buf, filled, regions, known)
             return regions
         end = filled + n
         last_line = buf.rfind(b"\n", 0, end)
@@ -252,7 +372,7 @@ def scan_registered(readinto: Callable[[memoryview], int], chunk: int = 1 << 18
             filled = end
             continue
         cut = buf.find(b"\n", flags_at + 1) + 1
-        _registered_in(buf, cut, regions)
+        _registered_in(buf, cut, regions, known)
         buf[:end - cut] = buf[cut:end]
         filled = end - cut
 
