@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from smaps_util import short_reads
 
 from uffdctl import abi, demo, fdinfo, memtypes, procs, smaps, uffd
 from uffdctl.render import inspect as view
@@ -181,16 +182,7 @@ def test_every_region_read_piece_by_piece_is_the_whole_parse() -> None:
     whole = smaps.parse_smaps(text)
     rng = random.Random(3)
     for chunk in (1, 7, 300, 4096, 1 << 18):
-        pos = 0
-
-        def readinto(view: memoryview) -> int:
-            # Short reads of random length, as /proc hands out about an entry at a time.
-            nonlocal pos
-            k = min(len(view), rng.randint(1, 900), len(raw) - pos)
-            view[:k] = raw[pos:pos + k]
-            pos += k
-            return k
-        pieces = smaps.scan_all(readinto, chunk=chunk)
+        pieces = smaps.scan_all(short_reads(raw, rng, 900), chunk=chunk)
         assert [(r.start, r.end, r.perms, r.offset, r.dev, r.inode, r.path, r.flags,
                  dict(r.sizes_kb)) for r in pieces] == \
             [(r.start, r.end, r.perms, r.offset, r.dev, r.inode, r.path, r.flags,

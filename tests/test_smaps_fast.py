@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import pytest
+from smaps_util import short_reads
 
 from uffdctl import abi, smaps
 
@@ -138,16 +139,7 @@ def identical(got: list[smaps.Region], want: list[tuple[Any, ...]]) -> None:
 
 def pieces(raw: bytes, chunk: int, seed: int) -> list[smaps.Region]:
     """scan_registered over short reads of random length, as /proc hands them out."""
-    rng = random.Random(seed)
-    pos = 0
-
-    def readinto(view: memoryview) -> int:
-        nonlocal pos
-        k = min(len(view), rng.randint(1, 3000), len(raw) - pos)
-        view[:k] = raw[pos:pos + k]
-        pos += k
-        return k
-    return smaps.scan_registered(readinto, chunk=chunk)
+    return smaps.scan_registered(short_reads(raw, random.Random(seed), 3000), chunk=chunk)
 
 
 @pytest.mark.parametrize("seed", range(6))
