@@ -32,7 +32,7 @@ import seccomp
 from conftest import NOBODY, ROOT
 from demo_util import knows_user_mode_only
 
-from uffdctl import abi, memtypes, probe, scenarios
+from uffdctl import abi, demoneeds, memtypes, probe, scenarios
 from uffdctl import hugepages as hp
 from uffdctl.render import documents, formats
 
@@ -212,6 +212,7 @@ def _snapshot() -> tuple[dict[str, Any], dict[str, str]]:
 def test_capacity_changes_and_capability_does_not(hugepages) -> None:  # type: ignore[no-untyped-def]
     pool = hugepages_pool()
     need = 2 * scenarios.DemoConfig().pages  # what each demo maps as is
+    assert scenarios.DemoConfig().pages == demoneeds.DEFAULT_PAGES
     size = documents.size_name(pool.size_kb)
     with hugepages(need):
         first = _snapshot()

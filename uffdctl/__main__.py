@@ -15,10 +15,19 @@ import sys
 def run() -> None:
     _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT, _signal.SIGTERM,
                                                 _signal.SIGHUP, _signal.SIGQUIT})
-    from .cli import main
+    # `probe --json` and its like run without click (quick.py), ended as any run is.
+    from .quick import command
 
+    call = command(sys.argv[1:])
     try:
-        main()
+        if call is None:
+            from .cli import main
+
+            main()
+        else:
+            from .runner import finish
+
+            finish(call)
     except SystemExit as exc:
         status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     else:

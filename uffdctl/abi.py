@@ -17,8 +17,9 @@ candidate.  Bits a newer kernel adds that this table does not know are kept and 
 
 from __future__ import annotations
 
-import platform
-from typing import NamedTuple
+import os
+
+from .records import NamedTuple
 
 UFFD_API = 0xAA
 UFFDIO_TYPE = 0xAA
@@ -54,8 +55,14 @@ CAP_SYS_PTRACE = 19
 UFFD_FEATURE_INITIALIZED = 1 << 31
 
 
+# The running kernel's architecture and release, as uname(2) gives them (the platform module
+# says the same, for 3 ms of start-up: benchmarks/startup.py).
 def machine() -> str:
-    return platform.machine()
+    return os.uname().machine
+
+
+def release() -> str:
+    return os.uname().release
 
 
 class OpenMethod(NamedTuple):

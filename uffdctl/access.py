@@ -15,15 +15,14 @@ from __future__ import annotations
 import errno
 import grp
 import os
-import platform
 import pwd
 import re
 import stat
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
 
 from . import abi, advice, errors, kconfig, procfs
+from .records import NamedTuple
 from .uffd import UffdError, Userfaultfd, open_with
 
 SYSCALL, DEV, USER_MODE_ONLY = (m.name for m in abi.OPEN_METHODS)
@@ -220,7 +219,7 @@ def read_context() -> Context:
         initial_userns=procfs.initial_userns(), sysctl=_read_sysctl(),
         seccomp=_int(status.get("Seccomp")), seccomp_filters=_int(status.get("Seccomp_filters")),
         dev=_dev_node(), config_userfaultfd=cfg.values["CONFIG_USERFAULTFD"] if cfg else None,
-        release=platform.release(),
+        release=abi.release(),
         egid=os.getegid(), gids=tuple(sorted({os.getegid(), *os.getgroups()})),
         cap_dac_override=bool(cap_eff >> CAP_DAC_OVERRIDE & 1),
         misc_dev=_misc_dev())

@@ -87,7 +87,7 @@ def leftover(left: Leftover) -> tuple[str, str]:
 
 def demo_minor_outlook(pools: HugePages, euid: int, works: Sequence[str] | None = None) -> str:
     """What the huge page state means for `uffdctl demo minor`, in one line.  ``works``: the
-    backings `demo minor` can use on this kernel (scenarios.backings_that_work("minor",
+    backings `demo minor` can use on this kernel (demoneeds.backings_that_work("minor",
     offered features)); None when not known, and then no other backing is named."""
     others = [b for b in works or () if b != "hugetlb"]
     instead = " or ".join(f"`demo minor --backing {b}`" for b in others)

@@ -272,7 +272,6 @@ def _preload() -> None:
     imports lazily: afterwards the interpreter's files may be unreadable (a venv under
     /root for uid 107) or absent (a container's own root file system)."""
     import difflib  # noqa: F401
-    import platform  # noqa: F401
     import zlib  # noqa: F401
 
     from . import advice, hugepages, kconfig, probe, require  # noqa: F401

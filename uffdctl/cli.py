@@ -6,19 +6,14 @@ only for what it uses (no rich on the JSON path).
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
 import click
 
-from . import __version__, completion, errors
+from . import __version__, commands, completion, errors, runner
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class _ReaderGone(Exception):
-    """stdout's reader went away (`uffdctl ps | head`)."""
 
 
 class _Group(click.Group):
@@ -35,13 +30,13 @@ class _Group(click.Group):
         try:
             return super().make_context(*args, **kwargs)
         except BrokenPipeError as exc:
-            raise _ReaderGone from exc
+            raise runner.ReaderGone from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except BrokenPipeError as exc:
-            raise _ReaderGone from exc
+            raise runner.ReaderGone from exc
 
 
 class _Finite(click.FloatRange):
@@ -99,7 +94,8 @@ def _split_requirements(values: tuple[str, ...]) -> list[str]:
               help="Write there instead of stdout: a regular file is replaced atomically "
                    "keeping its owner and mode, a symlink is written through, a device or "
                    "FIFO as a stream (github: appended, default $GITHUB_OUTPUT).")
-@click.option("--nfd-expiry", type=click.IntRange(60, NFD_EXPIRY_MAX), default=7200,
+@click.option("--nfd-expiry", type=click.IntRange(60, NFD_EXPIRY_MAX),
+              default=commands.NFD_EXPIRY,
               show_default=True, metavar="SECONDS",
               help="How long NFD trusts the feature file (--format nfd).")
 @click.option("--require", "-r", "require_", multiple=True, metavar="NAME[,NAME...]",
@@ -156,8 +152,6 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
       sudo uffdctl probe --pid "$(pidof qemu-system-x86_64)" --require minor:shmem
       sudo uffdctl probe --user qemu
     """
-    from . import probe as logic
-
     if list_profiles:
         return _list_profiles(as_json or fmt == "json", fmt, output, require_, profile_names,
                               pid, user)
@@ -169,62 +163,8 @@ def probe(as_json: bool, fmt: str | None, output: str | None, nfd_expiry: int,
     if pid is not None and user is not None:
         raise click.UsageError("--pid and --user ask for two different callers: use one")
     requirements = _requirements(require_) + _profile_requirements(profile_names)
-    from .render import documents
-
-    def run(check_ioctls: bool) -> logic.ProbeReport:
-        if pid is None and user is None:
-            return logic.run_probe(check_ioctls)
-        from . import caller
-
-        return caller.probe_as(caller.identity(pid, user), check_ioctls)
-
-    if fmt == "facts":
-        # Ansible runs this as an executable fact: any exit but 0 turns the fact into an
-        # error, so the answer is a JSON object with every key even when the probe itself
-        # cannot run (a --pid that went away); exit 1 only for an unmet --require.
-        from .render import formats
-
-        try:
-            report = run(not no_ioctl_check)
-        except errors.UffdctlError as exc:
-            formats.deliver("facts", documents.probe_error_json(exc), output)
-            for req in requirements:  # nothing to check them against: each is unmet
-                click.echo(f"uffdctl: requirement {req.text} not met: {exc.cause}", err=True)
-            return errors.FAILED if requirements else errors.OK
-    else:
-        report = run(not no_ioctl_check)
-    results: list[Any] = []
-    if requirements:
-        # The requirement language is imported only when something is required: most runs
-        # (`probe --json` in CI, the kernel matrix) require nothing.
-        from . import require
-
-        results = require.check_requirements(report, requirements)
-    if fmt == "table":
-        if not quiet:
-            from .output import console
-            from .render.probe import render
-
-            render(report, console(), results)
-    else:
-        doc = documents.probe_json(report, results)
-        if fmt == "json" and output is None:
-            from .output import dump_json
-
-            dump_json(doc)  # the common CI path: no need for the formats module
-        else:
-            from .render import formats
-
-            formats.deliver(fmt, doc, output, nfd_expiry=nfd_expiry)
-    for r in results:
-        if not r.met:
-            click.echo(f"uffdctl: requirement {r.requirement.text} not met: {r.reason}", err=True)
-    # The flat formats set outputs, labels and facts: a CI step or a node agent running them
-    # must not fail where userfaultfd is unavailable (their keys say so, with the reason);
-    # only an unmet --require fails them, and only after every key is written.
-    if not report.usable and fmt in ("table", "json"):
-        return errors.UNAVAILABLE
-    return errors.FAILED if any(not r.met for r in results) else errors.OK
+    return commands.probe(fmt, output, nfd_expiry, requirements, quiet, not no_ioctl_check,
+                          pid, user)
 
 
 def _requirements(values: tuple[str, ...]) -> list[Any]:
@@ -294,8 +234,8 @@ def demo() -> None:
 
 
 class _Backings(click.Choice):
-    """A demo's backings, read from its scenario (scenarios.SCENARIOS) only when click needs
-    them: importing the demo engine for every `uffdctl probe` would cost its start-up."""
+    """A demo's backings (demoneeds.DEMOS), read only when click needs them: demoneeds
+    imports the syscall layer (memtypes, uffd), which `uffdctl ps` has no use for."""
 
     def __init__(self, mode: str) -> None:  # click.Choice's own would read them at once
         self.mode = mode
@@ -303,9 +243,9 @@ class _Backings(click.Choice):
 
     @property
     def choices(self) -> tuple[str, ...]:
-        from .scenarios import SCENARIOS
+        from .demoneeds import DEMOS
 
-        return SCENARIOS[self.mode].backings
+        return DEMOS[self.mode].backings
 
     @choices.setter
     def choices(self, _value: object) -> None:
@@ -666,90 +606,22 @@ def ps(as_json: bool, fmt: str | None, output: str | None) -> int:
     return errors.OK
 
 
-class _LateInterrupt:
-    """sys.unraisablehook: a Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT) that lands in a weakref
-    callback or a __del__ (garbage being collected as a command returns) is not raised but
-    "ignored" with a traceback.  Remember it instead; main() reports it like any other
-    interrupt."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        self.signum: int = signal.SIGINT
-        self.default = sys.unraisablehook
-
-    def __call__(self, unraisable: Any) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            from .signals import signal_of
-
-            self.seen = True
-            self.signum = signal_of(unraisable.exc_value)
-        else:
-            self.default(unraisable)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every failure ends as one line on stderr and a documented exit status.
+    """Entry point: the command line parsed by click, the run ended by runner.finish (every
+    failure one line on stderr and a documented exit status; interrupts 128 + the signal)."""
+    from . import runner
 
-    Ctrl-C, SIGTERM, SIGHUP and SIGQUIT unwind the run the same way (everything taken is
-    given back) and end it with 128 + the signal number: 130, 143, 129, 131."""
-    from . import signals
+    runner.finish(lambda: _invoke(argv))
 
-    late = _LateInterrupt()
-    sys.unraisablehook = late
-    stopped_by: int | None = None  # the signal that ended the run, reported once, below
-    status: Any = errors.OK
+
+def _invoke(argv: list[str] | None) -> Any:
+    """Parse and run; click's own endings made exit statuses (a usage error is 2)."""
     try:
-        try:
-            signals.install()
-            # Held back by run() while the modules were imported (see __main__.py).
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.INTERRUPTS)
-            status = cli.main(args=argv, prog_name="uffdctl", standalone_mode=False)
-        except click.exceptions.Exit as exc:
-            status = exc.exit_code
-        except click.ClickException as exc:
-            exc.show()
-            status = exc.exit_code
-        except errors.UffdctlError as exc:
-            click.echo(exc.line(), err=True)
-            status = exc.status
-        except (KeyboardInterrupt, click.exceptions.Abort) as exc:
-            stopped_by = signals.signal_of(exc)
-        except (_ReaderGone, BrokenPipeError):
-            # The reader went away (`uffdctl ps | head`): not an error worth a traceback.
-            import os
-
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            status = errors.OK
-        except Exception as exc:
-            import os
-
-            if errors.caused_by_interrupt(exc):
-                stopped_by = signals.signal_of(exc)
-            elif os.environ.get("UFFDCTL_DEBUG"):
-                raise
-            else:
-                cause, fix, status = errors.outcome(exc)
-                click.echo(errors.UffdctlError(cause, fix).line(), err=True)
-    except KeyboardInterrupt as exc:
-        # A signal landing while the outcome above was being reported (the clean-up is done).
-        stopped_by = signals.signal_of(exc)
-    finally:
-        # The work is done and reported: a signal now would only print a traceback from
-        # inside the interpreter's shutdown (or cut the report short).
-        signal.pthread_sigmask(signal.SIG_BLOCK, signals.INTERRUPTS)
-        signals.ignore()
-        # CPython remembers a KeyboardInterrupt that escaped any exec() or eval() of a string
-        # (dataclasses and namedtuples are made that way, so a Ctrl-C during a lazy import
-        # is one) and, even though it was caught and reported here, ends the process with
-        # SIGINT instead of our exit status.  Each such exec() clears that memory first.
-        exec("")
-    if stopped_by is None and late.seen:
-        stopped_by = late.signum
-    if stopped_by is not None:
-        try:  # stderr may be gone (SIGHUP: the terminal closed)
-            click.echo("uffdctl: interrupted" if stopped_by == signal.SIGINT else
-                       f"uffdctl: terminated by {signal.Signals(stopped_by).name}", err=True)
-        except (OSError, ValueError):
-            pass
-        status = 128 + stopped_by  # errors.INTERRUPTED for Ctrl-C; 143, 129, 131
-    sys.exit(status if isinstance(status, int) else errors.OK)
+        return cli.main(args=argv, prog_name="uffdctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort as exc:
+        raise KeyboardInterrupt from exc  # click's word for a Ctrl-C it caught

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import abi, advice, errors, hugepages, memtypes, pagetables, support, uffd
+from .demoneeds import DEFAULT_PAGES, DemoNeeds
 from .signals import GuardedExitStack, deferred_sigint, main_thread_only
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ MiB = 1 << 20
 class DemoConfig:
     mode: str = "minor"  # the scenario name: minor, missing, wp
     backing: str = "hugetlb"  # a memtypes name: hugetlb, shmem, anon, ...
-    pages: int = 8
+    pages: int = DEFAULT_PAGES
     huge_page_size: int | None = None  # bytes; None: the default huge page size
     threads: int = 1
     write: bool = False  # touch by writing instead of reading
@@ -295,11 +296,10 @@ TOUCH_BYTE = b"\xee"  # what a writing toucher stores at the start of each page 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One demo as data and a few functions (scenarios.py holds the table of them)."""
+    """One demo as data and a few functions (scenarios.py holds the table of them): what it
+    needs of the kernel (demoneeds.DEMOS) and what it does."""
 
-    name: str
-    register_mode: str  # the features it needs follow from abi.MODE_SUPPORT per memory kind
-    backings: tuple[str, ...]
+    spec: DemoNeeds
     prepare: Callable[[Run, Emit], None]  # contents before the first touch
     # (run, page, wake) -> (ioctl, modified).  wake False: resolves with the ioctl's DONTWAKE
     # mode, the engine reads its clock, then wakes the thread (uffd.py says why); True (bulk
@@ -314,37 +314,41 @@ class Scenario:
     arm: Callable[[Run, Emit], None] | None = None  # after UFFDIO_REGISTER, before touching
     choose: Callable[[Run], list[int]] | None = None  # the pages to touch (default: all)
     collect: Callable[[Run, Summary, Emit], None] | None = None  # after the touchers are done
-    # Asked for where offered, needed by none of the checks (fault messages name the thread).
-    extra_features: tuple[str, ...] = ("thread_id",)
-    # (DemoConfig attribute, features it needs when true): e.g. --async needs WP_ASYNC.
-    option_features: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def register_mode(self) -> str:
+        return self.spec.register_mode
+
+    @property
+    def backings(self) -> tuple[str, ...]:
+        return self.spec.backings
+
+    @property
+    def extra_features(self) -> tuple[str, ...]:
+        return self.spec.extra_features
+
+    @property
+    def option_features(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return self.spec.option_features
 
     def needs(self, memory: str, cfg: DemoConfig) -> tuple[str, ...]:
-        """The features the kernel must offer for this run (abi.MODE_SUPPORT + options)."""
-        out = list(abi.features_for(self.register_mode, memory))
-        for option, keys in self.option_features:
-            if getattr(cfg, option):
-                out += [k for k in keys if k not in out]
-        return tuple(out)
+        return self.spec.needs(memory, cfg)
 
     def absent(self, memory: str, cfg: DemoConfig, offered: int, at: support.Here
                ) -> list[support.Absence]:
-        """Why each feature this run needs on ``memory`` is missing on the kernel ``at``
-        (``offered``: its UFFDIO_API features mask), for those that are."""
-        return support.missing(self.needs(memory, cfg), offered, at)
+        return self.spec.absent(memory, cfg, offered, at)
 
     def lacking(self, memory: str, cfg: DemoConfig, offered: int,
                 at: support.Here | None = None) -> list[str]:
-        """The features this run needs on ``memory`` that are missing: not offered (or, on
-        the kernel ``at``, offered but not there: support.absence)."""
-        return support.lacking(self.needs(memory, cfg), offered, at)
+        return self.spec.lacking(memory, cfg, offered, at)
 
     def works_on(self, cfg: DemoConfig, offered: int, at: support.Here | None = None
                  ) -> list[str]:
-        """The backings of this demo whose needs the kernel offers: the one place every fix
-        that suggests another backing learns which ones to name."""
-        return [name for name in self.backings
-                if not self.lacking(memtypes.MEMORY_BY_NAME[name].kind, cfg, offered, at)]
+        return self.spec.works_on(cfg, offered, at)
 
 
 # ----- the engine -----------------------------------------------------------------------------

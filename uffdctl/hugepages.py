@@ -19,10 +19,9 @@ import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from . import procfs
+from .records import NamedTuple, field, record
 from .signals import deferred_sigint
 
 SYSFS_HUGEPAGES = "/sys/kernel/mm/hugepages"
@@ -222,7 +221,7 @@ def _process(pid: int) -> tuple[str, int | None] | None:
     return (stat.state, stat.start_time) if stat else None
 
 
-@dataclass
+@record
 class Record:
     """/run/uffdctl/hugepages/PID-START-N.json: one reservation of a uffdctl run (START: its
     start time, N: its count of reservations)."""
@@ -500,7 +499,7 @@ def unmapped(page_size: int, pages: int) -> None:
         pass  # another run names this one as holding pages that are free: it says "wait"
 
 
-@dataclass
+@record
 class Reservation:
     """What reserve() did to the pool, so that exactly that is given back."""
 

@@ -9,9 +9,9 @@ for each memory type of its matrix (the other ranges' ioctls are the other cells
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import NamedTuple
 
 from . import abi
+from .records import NamedTuple
 
 MISSING, REFUSED = "missing", "refused"
 # An ioctl another range has and this one lacks, for which the table has no reason: a kernel

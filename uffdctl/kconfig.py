@@ -19,10 +19,9 @@ from the ABI tables (the features and modes each symbol gates).
 from __future__ import annotations
 
 import functools
-import platform
-from typing import NamedTuple
 
 from . import abi
+from .records import NamedTuple
 
 # The symbols `probe` reports: userfaultfd itself, every symbol the ABI tables say gates a
 # feature or a mode, then the ones the other commands depend on (hugetlbfs pools, smaps and
@@ -56,7 +55,7 @@ def not_in_release(cfg: Config, release: str | None = None) -> dict[str, str]:
     """The symbols of ``cfg`` that the kernel ``release`` predates: absent from its file and
     added in a later release (symbol -> that release).  Such a symbol is not "not set": the
     kernel has no such option at all."""
-    release = release or platform.release()
+    release = release or abi.release()
     out = {}
     for symbol in (s for s in cfg.values if s in cfg.absent):
         first = symbol_first(symbol)
@@ -66,7 +65,7 @@ def not_in_release(cfg: Config, release: str | None = None) -> dict[str, str]:
 
 
 def candidates(release: str | None = None) -> tuple[str, ...]:
-    release = release or platform.release()
+    release = release or abi.release()
     return ("/proc/config.gz", f"/boot/config-{release}", f"/lib/modules/{release}/config")
 
 
@@ -94,7 +93,7 @@ def _text(release: str) -> tuple[str, str] | None:
 
 def read(symbols: tuple[str, ...] = SYMBOLS, release: str | None = None) -> Config | None:
     """The values of ``symbols``; None when the kernel's configuration is nowhere to be read."""
-    found = _text(release or platform.release())
+    found = _text(release or abi.release())
     if found is None:
         return None
     path, text = found

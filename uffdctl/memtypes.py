@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
 
 from . import hugepages, uffd
+from .records import NamedTuple, record
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass
+@record
 class Area:
     """A mapping of ``pages`` pages; ``alias`` is a second MAP_SHARED view where one exists."""
 
@@ -49,10 +48,15 @@ class Area:
         return self.addr + index * self.page_size
 
 
-class Allocate(Protocol):
-    """(pages, page_size, noreserve) -> Area; ``noreserve``: MAP_NORESERVE (module doc)."""
+TYPE_CHECKING = False  # as typing's, without importing typing at run time (records.py)
+if TYPE_CHECKING:
+    from typing import Protocol
 
-    def __call__(self, pages: int, page_size: int, noreserve: bool = False) -> Area: ...
+    class Allocate(Protocol):
+        """(pages, page_size, noreserve) -> Area; ``noreserve``: MAP_NORESERVE (module
+        doc)."""
+
+        def __call__(self, pages: int, page_size: int, noreserve: bool = False) -> Area: ...
 
 
 class MemoryType(NamedTuple):

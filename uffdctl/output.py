@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
 
+TYPE_CHECKING = False  # as typing's, without importing typing at run time (records.py)
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from rich.console import Console
 
 

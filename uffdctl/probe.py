@@ -18,13 +18,13 @@ now, and whether each `demo` could run on hugetlb now, is :func:`capacity`.
 from __future__ import annotations
 
 import errno as _errno
-import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
 
 from . import abi, access, advice, hugepages, kconfig, memtypes, support, uffd
 from .hugepages import Leftover
+from .records import NamedTuple, field, record
+
+TYPE_CHECKING = False  # as typing's, without importing typing at run time (records.py)
 
 if TYPE_CHECKING:
     from .ioctl_reasons import IoctlNote
@@ -84,7 +84,7 @@ class Api(NamedTuple):
         return abi.OPEN_METHOD_BY_NAME[self.method].kernel_faults
 
 
-@dataclass
+@record
 class Cell:
     """One memory type and register mode of the matrix, really registered."""
 
@@ -126,7 +126,7 @@ class Caller(NamedTuple):
     inferred: list[str]
 
 
-@dataclass
+@record
 class ProbeReport:
     """Everything `uffdctl probe` found out."""
 
@@ -188,22 +188,21 @@ def capacity(report: ProbeReport) -> Capacity:
     whether each demo could run on hugetlb now without growing a pool (as root the demo
     reserves what is missing itself).  Read from the pools the probe read, plus the claims of
     uffdctl runs in progress (a demo claims its pages before it maps them)."""
-    from . import scenarios  # the demos' own needs; not imported on the plain probe path
+    from .demoneeds import DEFAULT_PAGES, DEMOS  # the demos' needs, without their engine
 
     pools = [PoolCapacity(p.size_kb, p.nr, p.available, p.default)
              for p in report.hugepages.pools]
     pool = report.hugepages.pool()
     free = hugepages.unclaimed(pool) if pool is not None else 0
     demos = []
-    for mode, scenario in scenarios.SCENARIOS.items():
-        cfg = scenarios.DemoConfig(mode=mode)  # the demo as is, no options
+    for mode, scenario in DEMOS.items():  # each demo as is, no options
         # Its pages, and as many for the floor's unregistered mapping (demo._hugepages()).
-        need = 2 * cfg.pages
+        need = 2 * DEFAULT_PAGES
         why = ""
         if report.api is None:
             cause, _ = report.access.summary()
             why = f"no userfaultfd can be opened: {cause}"
-        elif lacking := scenario.absent("hugetlb", cfg, report.api.features_mask,
+        elif lacking := scenario.absent("hugetlb", None, report.api.features_mask,
                                         report.kernel.here()):
             why = advice.not_offered(lacking)
         elif not (cell := report.cell(scenario.register_mode, "hugetlb")) or not cell.ok:
@@ -496,8 +495,8 @@ def probe_matrix(open_fd: Opener, offered: int, check: bool = True,
 
 def run_probe(check_ioctls: bool = True) -> ProbeReport:
     cfg = kconfig.read()
-    release = platform.release()
-    kernel = Kernel(release, platform.machine(), cfg.values if cfg else None,
+    release = abi.release()
+    kernel = Kernel(release, abi.machine(), cfg.values if cfg else None,
                     cfg.source if cfg else None,
                     kconfig.not_in_release(cfg, release) if cfg else {})
     acc = access.diagnose()

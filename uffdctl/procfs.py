@@ -39,10 +39,10 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from . import abi, errors
 from .output import inert
+from .records import NamedTuple
 
 # include/linux/sched.h (6.18): the task is a kernel thread; /proc/PID/stat field 9.
 PF_KTHREAD = 0x00200000
@@ -53,8 +53,7 @@ GONE = frozenset({errno.ENOENT, errno.ESRCH})
 DENIED = frozenset({errno.EACCES, errno.EPERM})
 
 
-@dataclass
-class Stat:
+class Stat(NamedTuple):
     """The fields of /proc/PID/stat uffdctl reads (fs/proc/array.c do_task_stat())."""
 
     comm: str
@@ -219,8 +218,7 @@ def user_process(pid: int) -> Stat:
 
 # ----- a sleeping thread: where it is, how long it has not run ----------------------------
 
-@dataclass
-class SyscallState:
+class SyscallState(NamedTuple):
     """/proc/PID/task/TID/syscall of a blocked thread (fs/proc/base.c proc_pid_syscall()):
     the call it sleeps in (abi.NOT_IN_SYSCALL for a fault taken in user mode), its six
     arguments (none then), its stack pointer and the user pc it will return to."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import errno
 
-from . import abi, demo, errors, memtypes, pagetables, support, uffd
+from . import abi, demo, errors, memtypes, pagetables, uffd
 from .demo import DemoConfig, Emit, Run, Scenario, Step, Summary
+from .demoneeds import DEMOS
 
 # ----- what pagemap shows --------------------------------------------------------------------
 # Every claim the narration makes about page tables is a reading of /proc/self/pagemap,
@@ -108,7 +109,7 @@ def _minor_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None
 
 
 MINOR = Scenario(
-    "minor", "minor", ("hugetlb", "shmem"), _minor_prepare, _minor_resolve,
+    DEMOS["minor"], _minor_prepare, _minor_resolve,
     needs_alias=True, floor_prepare=_minor_floor, arm=_minor_arm, collect=_minor_collect,
     story="one memfd mapped twice; the page cache already holds the data, so a first touch "
           "of the registered mapping is a minor fault, resolved with UFFDIO_CONTINUE")
@@ -167,7 +168,7 @@ def _missing_collect(run: Run, summary: Summary, emit: Emit) -> None:
 
 
 MISSING = Scenario(
-    "missing", "missing", ("anon", "shmem", "hugetlb"), _missing_prepare, _missing_resolve,
+    DEMOS["missing"], _missing_prepare, _missing_resolve,
     check=_missing_check, arm=_missing_arm, collect=_missing_collect,
     story="nothing is mapped yet, so each first touch is a missing fault; the handler "
           "supplies the page with UFFDIO_COPY (or UFFDIO_ZEROPAGE)")
@@ -277,22 +278,14 @@ def _page_list(pages: list[int]) -> str:
 
 
 WP = Scenario(
-    "wp", "wp", ("anon", "shmem", "hugetlb"), _wp_prepare, _wp_resolve,
-    option_features=(("wp_async", ("wp_async",)),),
+    DEMOS["wp"], _wp_prepare, _wp_resolve,
     floor_prepare=_wp_floor, writes=True, arm=_wp_arm, choose=_wp_choose, collect=_wp_collect,
     story="every page is mapped and write-protected; each write to a protected page is a WP "
           "fault the handler records and resolves by removing the protection")
 
-SCENARIOS: dict[str, Scenario] = {"minor": MINOR, "missing": MISSING, "wp": WP}
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (MINOR, MISSING, WP)}
 
 
 def run(cfg: DemoConfig, emit: Emit) -> Summary:
     """Run the demo cfg.mode names, on the engine."""
     return demo.run_demo(SCENARIOS[cfg.mode], cfg, emit)
-
-
-def backings_that_work(mode: str, offered: int, at: support.Here | None = None) -> list[str]:
-    """The backings `demo MODE` without options can use on a kernel that offers the
-    ``offered`` features (the UFFDIO_API mask; ``at``: that kernel, see support.absence):
-    what the probe tells about the demos."""
-    return SCENARIOS[mode].works_on(DemoConfig(mode=mode), offered, at)

@@ -22,9 +22,9 @@ give plain data (a mask, a configuration, a machine and a release).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 
 from . import abi
+from .records import NamedTuple
 
 # Why a feature is missing (Absence.why).
 RELEASE = "release"  # the kernel predates the feature, on every architecture
@@ -52,12 +52,10 @@ class Here(NamedTuple):
 
 def here() -> Here:
     """The running kernel: os.uname() and its configuration where it can be read."""
-    import platform
-
     from . import kconfig
 
     cfg = kconfig.read()
-    return Here(platform.machine(), platform.release(), cfg.values if cfg else None,
+    return Here(abi.machine(), abi.release(), cfg.values if cfg else None,
                 cfg.source if cfg else None)
 
 

@@ -18,9 +18,9 @@ import errno as _errno
 import io
 import os
 import struct
-from typing import NamedTuple
 
 from . import abi, errors
+from .records import NamedTuple
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

@@ -7,11 +7,12 @@ uffdctl-ps(1)); a key is never removed or renamed without bumping its schema_ver
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .. import abi, advice
 
+TYPE_CHECKING = False  # as typing's, without importing typing at run time (records.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .. import errors
     from ..demo import Fault, Step, Summary
     from ..probe import ProbeReport

@@ -57,7 +57,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
-from .. import abi, memtypes
+from .. import abi, demoneeds, memtypes
 from ..output import json_text
 
 # NFD accepts feature.node.kubernetes.io and its sub-namespaces without extra configuration.
@@ -67,9 +67,9 @@ NFD_MAX_BYTES = 64 * 1024  # nfd-worker ignores a larger feature file
 
 # The capability keys that are not a feature, a cell or an ioctl.
 BASE_KEYS = ("userfaultfd", "kernel_faults", "user_mode_faults", "method", "kernel", "reason")
-# The demos capacity_demo_<mode>_hugetlb speaks of: scenarios.SCENARIOS (a test checks), named
-# here so that the keys exist when the probe could not run and nothing says which there are.
-DEMOS = ("minor", "missing", "wp")
+# The demos capacity_demo_<mode>_hugetlb speaks of, so that the keys exist also when the probe
+# could not run and nothing says which there are.
+DEMOS = tuple(demoneeds.DEMOS)
 # Capability keys that are not labels: the cause is text for people, not for a selector.
 NOT_LABELS = frozenset({"reason"})
 

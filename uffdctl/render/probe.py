@@ -259,7 +259,7 @@ def _hugepages(report: ProbeReport, con: Console) -> None:
     works = None
     if report.api is not None:
         # Only the backings this kernel can run `demo minor` on are named (none on 5.10).
-        from ..scenarios import backings_that_work
+        from ..demoneeds import backings_that_work
 
         works = backings_that_work("minor", report.api.features_mask, report.kernel.here())
     ready = pool is not None and pool.available >= DEMO_MINOR_PAGES
