@@ -45,6 +45,10 @@ def seconds(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def median_seconds(cmd: list[str], runs: int) -> float:
+    return statistics.median(seconds(cmd) for _ in range(runs))
+
+
 def paired(cmd: list[str], baseline: list[str], runs: int) -> tuple[float, float, float]:
     """(median seconds of cmd, of the baseline, median of the pairs' ratios): the two run in
     turn, so that a drift of the machine's speed moves both sides of each ratio alike (a

@@ -739,3 +739,27 @@ def test_zombie_with_an_escape_in_its_name_is_reported_inert(run_cli) -> None:  
     assert res.returncode == 4
     assert "\x1b" not in res.stderr and "\x07" not in res.stderr
     assert "z\\x1b]0;pwn\\x07" in res.stderr
+
+
+@pytest.mark.parametrize("all_regions", [False, True])
+def test_report_text_is_the_document_byte_for_byte(all_regions: bool, tmp_path: Path) -> None:
+    """documents.report_text (what `inspect --json` prints, in pieces, what regions share
+    encoded once) writes json_text(report_json()) exactly: for the holder's registered regions
+    of two descriptors and, with --all, every kind of region it has, a file with a name that
+    is not UTF-8 among them; in pieces of any size."""
+    import mmap
+
+    from uffdctl.output import json_text
+    from uffdctl.render import documents
+
+    odd = tmp_path / os.fsdecode(b"odd-\xff-\"name\"")
+    odd.write_bytes(b"x" * 4096)
+    with open(odd, "rb") as f, mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ), \
+            holder() as (proc, _info):
+        for pid in (proc.pid, os.getpid()):
+            report = procs.inspect_process(pid, all_regions)
+            want = json_text(documents.report_json(report))
+            for chunk in (1, 2, 4096):
+                assert "".join(documents.report_text(report, chunk)) == want
+            if pid == os.getpid():
+                assert not all_regions or "odd-\\ufffd-\\\"name\\\"" in want

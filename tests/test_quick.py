@@ -1,5 +1,6 @@
-"""`uffdctl probe --json` runs without click (uffdctl/quick.py): the same answer, status and
-stderr as the same request parsed by click, for root and for nobody, with stdout closed too.
+"""`uffdctl probe --json`, `inspect PID --json` and `ps --json` run without click
+(uffdctl/quick.py): the same answer, status and stderr as the same request parsed by click,
+for root and for nobody, with stdout closed too.
 
 `--format json` makes a command line click's (quick.QUICK lists only flags), so
 `probe --json --format json` is the click twin of `probe --json`.
@@ -28,7 +29,18 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
     (["probe", "--json", "-o", "/tmp/x"], False),
     (["probe", "--json", "--help"], False),
     (["probe", "--json", "--bogus"], False),  # click words the usage error
-    (["inspect", "1", "--json"], False),
+    (["inspect", "1", "--json"], True),
+    (["inspect", "--json", "-a", "1"], True),
+    (["inspect", "1"], False),  # the table
+    (["inspect", "+1", "--json"], False),  # click reads it as 1
+    (["inspect", "1", "2", "--json"], False),
+    (["inspect", "12345678", "--json"], False),  # longer than any pid: click's
+    (["inspect", "1" * 5001, "--json"], False),
+    (["inspect", "--json", "-n", "1", "1"], False),
+    (["inspect", "1", "--json", "--watch"], False),
+    (["ps", "--json"], True),
+    (["ps", "--json", "-o", "x"], False),
+    (["demo", "minor", "--json"], False),
     ([], False),
 ])
 def test_which_lines_are_quick(argv: list[str], quick_line: bool) -> None:
@@ -82,3 +94,25 @@ def test_quick_with_stdout_closed(run_cli: Run) -> None:
             for extra in ((), ("--format", "json"))]
     assert "Traceback" not in runs[0].stderr
     assert (runs[0].returncode, runs[0].stderr) == (runs[1].returncode, runs[1].stderr)
+
+
+def test_inspect_and_ps_as_click_does(run_cli: Run) -> None:
+    """This very test process (it holds no userfaultfd: nothing registered, no survey), a
+    pid that is not there, and ps: the same status, stderr and document either way."""
+    import os
+
+    for args in (["inspect", str(os.getpid()), "--json"], ["inspect", "--json", "0"],
+                 ["inspect", "--json", "4194304"]):
+        fast = run_cli(*args)
+        parsed = run_cli(*args, "--format", "json")
+        assert "Traceback" not in fast.stderr
+        assert (fast.returncode, fast.stderr) == (parsed.returncode, parsed.stderr), args
+        if fast.returncode == 0:
+            a, b = json.loads(fast.stdout), json.loads(parsed.stdout)
+            for doc in (a, b):  # this process's own counters move between the two runs
+                doc.pop("minflt")
+                doc.pop("state")
+            assert a == b
+    fast, parsed = run_cli("ps", "--json"), run_cli("ps", "--json", "--format", "json")
+    assert (fast.returncode, fast.stderr) == (parsed.returncode, parsed.stderr)
+    assert json.loads(fast.stdout).keys() == json.loads(parsed.stdout).keys()

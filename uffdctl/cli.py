@@ -521,11 +521,7 @@ def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: in
 
     fmt = _listing_format(as_json, fmt, output, watch)
     if fmt == "json" and output is None:
-        from .output import dump_json
-        from .render.documents import report_json
-
-        dump_json(report_json(procs.inspect_process(pid, all_regions)))
-        return errors.OK
+        return commands.inspect_json(pid, all_regions)
     if fmt != "table":
         import time
 
@@ -533,10 +529,9 @@ def inspect(pid: int, all_regions: bool, watch: bool, interval: float, count: in
         report = procs.inspect_process(pid, all_regions)
         duration = time.monotonic() - started
         if fmt == "json":
-            from .output import json_text
-            from .render.documents import report_json
+            from .render.documents import report_text
 
-            _deliver(json_text(report_json(report)) + "\n", output)
+            _deliver("".join(report_text(report)) + "\n", output)
         else:
             from .render.prometheus import process_metrics
 
@@ -579,20 +574,16 @@ def ps(as_json: bool, fmt: str | None, output: str | None) -> int:
     from . import procs
 
     fmt = _listing_format(as_json, fmt, output)
+    if fmt == "json" and output is None:
+        return commands.ps_json()
     started = time.monotonic()
     report = procs.scan_all()
     duration = time.monotonic() - started
     if fmt == "json":
+        from .output import json_text
         from .render.documents import ps_json
 
-        if output is None:
-            from .output import dump_json
-
-            dump_json(ps_json(report))
-        else:
-            from .output import json_text
-
-            _deliver(json_text(ps_json(report)) + "\n", output)
+        _deliver(json_text(ps_json(report)) + "\n", output)
         return errors.OK
     if fmt == "prometheus":
         from .render.prometheus import ps_metrics

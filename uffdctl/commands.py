@@ -82,3 +82,28 @@ def probe(fmt: str = "table", output: str | None = None, nfd_expiry: int = NFD_E
     if not report.usable and fmt in ("table", "json"):
         return errors.UNAVAILABLE
     return errors.FAILED if any(not r.met for r in results) else errors.OK
+
+
+def inspect_json(pid: int, all_regions: bool = False) -> int:
+    """`uffdctl inspect PID --json` (with --all: every region), on standard output."""
+    import sys
+
+    from . import procs
+    from .render.documents import report_text
+
+    out = sys.stdout  # the document in pieces (documents.report_text), then flushed
+    for piece in report_text(procs.inspect_process(pid, all_regions)):
+        out.write(piece)
+    out.write("\n")
+    out.flush()
+    return errors.OK
+
+
+def ps_json() -> int:
+    """`uffdctl ps --json`, on standard output."""
+    from . import procs
+    from .output import dump_json
+    from .render.documents import ps_json as document
+
+    dump_json(document(procs.scan_all()))
+    return errors.OK

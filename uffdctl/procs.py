@@ -365,25 +365,41 @@ def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[
     # The answer depends on the modes and the memory type only: worked out once for each
     # pair, not for each of (maybe) tens of thousands of registered regions.
     decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]] = {}
+    # And the modes and memory type of a region follow from its VmFlags, path, inode and file
+    # system, which most regions share with many others: looked up by those (None: not
+    # registered).
+    shapes: dict[tuple[tuple[str, ...], str, int, str], tuple[list[int], bool] | None] = {}
     for r in regions:
-        modes = tuple(r.modes)
-        if not modes:
-            continue
-        key = (modes, r.memory)
-        found = decided.get(key)
+        shape = (tuple(r.flags), r.path, r.inode, r.fs)
+        if shape in shapes:
+            found = shapes[shape]
+        else:
+            modes = tuple(r.modes)
+            found = shapes[shape] = None if not modes else _decide(
+                decided, table, asked, modes, r.memory)
         if found is None:
-            rules = [table.get((mode, key[1])) for mode in modes]
-            known = [rule for rule in rules if rule is not None]
-            candidates = [fd for fd, features in asked.items()
-                          if all(rule.required <= features for rule in known)]
-            fitting = [fd for fd in candidates
-                       if all(not rule.evidence or rule.evidence & asked[fd] for rule in known)]
-            if len(known) < len(rules) or not fitting:
-                fitting = candidates
-            found = decided[key] = (fitting, len(candidates) == 1)
+            continue
         # Each region its own list: a caller may change one owner's without the others'.
         owners[r.start] = Owner(list(found[0]), certain=found[1])
     return owners
+
+
+def _decide(decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]],
+            table: dict[tuple[str, str], _Rule], asked: dict[int, frozenset[str]],
+            modes: tuple[str, ...], memory: str) -> tuple[list[int], bool]:
+    """attribute()'s answer for one pair of modes and memory type (kept in ``decided``)."""
+    found = decided.get((modes, memory))
+    if found is None:
+        rules = [table.get((mode, memory)) for mode in modes]
+        known = [rule for rule in rules if rule is not None]
+        candidates = [fd for fd, features in asked.items()
+                      if all(rule.required <= features for rule in known)]
+        fitting = [fd for fd in candidates
+                   if all(not rule.evidence or rule.evidence & asked[fd] for rule in known)]
+        if len(known) < len(rules) or not fitting:
+            fitting = candidates
+        found = decided[(modes, memory)] = (fitting, len(candidates) == 1)
+    return found
 
 
 # ----- a process over time ---------------------------------------------------------------------

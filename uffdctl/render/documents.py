@@ -7,7 +7,10 @@ uffdctl-ps(1)); a key is never removed or renamed without bumping its schema_ver
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from .. import abi, advice
+from ..output import json_text
 
 TYPE_CHECKING = False  # as typing's, without importing typing at run time (records.py)
 if TYPE_CHECKING:
@@ -329,12 +332,22 @@ def _uffd_json(u: UffdDescriptor, report: ProcessReport) -> dict[str, Any]:
 
 
 def report_json(report: ProcessReport) -> dict[str, Any]:
-    """The `uffdctl inspect --json` document (schema in uffdctl-inspect(1))."""
+    """The `uffdctl inspect --json` document (schema in uffdctl-inspect(1)); report_text()
+    prints it."""
+    return {**_report_head(report),
+            "regions": [region_json(r, report) for r in report.regions],
+            **_report_tail(report)}
+
+
+def _report_head(report: ProcessReport) -> dict[str, Any]:
     return {
         "schema_version": INSPECT_SCHEMA_VERSION, "pid": report.pid, "comm": report.comm,
         "cmdline": report.cmdline, "state": report.state, "minflt": report.minflt,
-        "all_regions": report.all_regions,
-        "regions": [region_json(r, report) for r in report.regions],
+        "all_regions": report.all_regions}
+
+
+def _report_tail(report: ProcessReport) -> dict[str, Any]:
+    return {
         "uffds": [_uffd_json(u, report) for u in report.uffds],
         "stuck_threads": [{"tid": t.tid, "comm": t.comm, "wchan": t.wchan, "state": t.state,
                            "seen_in": t.seen_in, "stuck_for_s": t.stuck_for,
@@ -348,6 +361,59 @@ def report_json(report: ProcessReport) -> dict[str, Any]:
         "surveyed": report.surveyed,
         "service": service_json(report.service),
     }
+
+
+def report_text(report: ProcessReport, chunk: int = 4096) -> Iterator[str]:
+    """json_text(report_json(report)), byte for byte, in pieces of ``chunk`` regions.
+
+    A process may have tens of thousands of registered regions: the document's dicts and its
+    text were ~120 MB at 65,000, and making a dict of each region then encoding it ~12 us a
+    region (issue 17).  Here the regions are never a document at once, and what regions have
+    in common is encoded once: the fields that follow from the VmFlags, the path, the perms
+    and the file (modes, memory, flags, path, perms) and from the device, inode, file system
+    and sizes (dev ... kernel_page_size), each a piece of JSON text reused by every region
+    with the same ones; only the addresses, the offset and the owner are written per region.
+    json.dumps writes a dict as ``{"k": v, "k2": v2}`` and a list as ``[a, b]``, so the
+    pieces joined are what it writes for the whole."""
+    head = json_text(_report_head(report))
+    tail = json_text(_report_tail(report))
+    regions = report.regions
+    if not regions:
+        yield head[:-1] + ', "regions": [], ' + tail[1:]
+        return
+    owners = report.owners
+    kinds: dict[tuple[object, ...], str] = {}
+    places: dict[tuple[object, ...], str] = {}
+    owned: dict[tuple[tuple[int, ...], bool], str] = {}
+    pieces = [head[:-1] + ', "regions": [']
+    for n, r in enumerate(regions):
+        what = (tuple(r.flags), r.path, r.inode, r.fs, r.perms)
+        kind = kinds.get(what)
+        if kind is None:
+            kind = kinds[what] = json_text({
+                "modes": r.modes, "memory": r.memory, "flags": r.flags, "path": r.path,
+                "perms": r.perms})[1:-1] + ", "
+        sizes = r.sizes_kb
+        size, rss, page = sizes.get("Size"), sizes.get("Rss"), sizes.get("KernelPageSize", 0)
+        where = (r.dev, r.inode, r.fs, size, rss, page)
+        place = places.get(where)
+        if place is None:
+            place = places[where] = json_text({
+                "dev": r.dev, "inode": r.inode, "fs": r.fs or None, "size_kb": size,
+                "rss_kb": rss, "kernel_page_size": page * 1024})[1:-1] + ", "
+        owner = owners.get(r.start)
+        who = (tuple(owner.fds), owner.certain) if owner else ((), False)
+        whose = owned.get(who)
+        if whose is None:
+            whose = owned[who] = json_text({"uffd_fds": list(who[0]),
+                                            "uffd_fd_certain": who[1]})[1:]
+        pieces.append(f'{", " if n else ""}{{"start": {r.start}, "end": {r.end}, {kind}'
+                      f'"offset": {r.offset}, {place}{whose}')
+        if len(pieces) >= chunk:
+            yield "".join(pieces)
+            pieces = []
+    pieces.append("], " + tail[1:])
+    yield "".join(pieces)
 
 
 def ps_json(report: PsReport) -> dict[str, Any]:
