@@ -10,6 +10,7 @@ cut short.  The readers treat both as "exited while being read", never as a cras
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -114,8 +115,10 @@ class ProcessReport:
         known = [t.stuck_for for t in self.stuck_threads if t.stuck_for is not None]
         return max(known) if known else None
 
-    @property
+    @functools.cached_property
     def registered(self) -> list[smaps.Region]:
+        # Asked for several times a report (ps: five), over maybe tens of thousands of
+        # regions; the regions of a report do not change once it is made.
         return [r for r in self.regions if r.registered]
 
     @property
@@ -519,15 +522,19 @@ def _pids() -> list[int]:
 def _ps_row(report: ProcessReport) -> PsRow:
     registered = report.registered
     by_mode = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
-    for r in registered:  # one pass, as registered_bytes
+    by_bytes = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)  # report.registered_bytes, same pass
+    for r in registered:
+        length = r.end - r.start
         for m in r.modes:
             by_mode[m] += 1
+            by_bytes[m] += length
     serves = sorted((fd, f.serves) for fd, f in report.serving.items()
                     if f.serves is not None and f.serves != report.pid)
     return PsRow(report.pid, report.comm, len(report.uffds),
                  {m: n for m, n in by_mode.items() if n}, len(registered), report.pending,
                  len(report.stuck_threads), report.unseen.threads if report.unseen else 0,
-                 report.registered_bytes, report.stuck_for, report.service, serves)
+                 {m: n for m, n in by_bytes.items() if n}, report.stuck_for, report.service,
+                 serves)
 
 
 def _scan_reports(skip: int = 0) -> tuple[list[ProcessReport], tuple[int, dict[str, int],
