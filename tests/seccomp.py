@@ -27,12 +27,13 @@ SECCOMP_RET_ERRNO = 0x00050000
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 NR = {"x86_64": 323, "aarch64": 282}
 NR_IOCTL = {"x86_64": 16, "aarch64": 29}
+NR_EXECVE = {"x86_64": 59, "aarch64": 221}  # arch/x86/entry/syscalls, asm-generic/unistd.h
 USERFAULTFD_IOC_NEW = 0xAA00  # _IO(0xAA, 0x00), include/uapi/linux/userfaultfd.h (6.1)
 # struct seccomp_data: nr u32 @0, arch u32 @4, instruction_pointer u64 @8, args u64[6] @16;
 # the low half of args[1] (ioctl's request, an unsigned int) at 24 on little-endian.
 OFF_NR, OFF_ARCH, OFF_ARG1_LO = 0, 4, 24
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
-TARGETS = ("userfaultfd", "ioc_new")
+TARGETS = ("userfaultfd", "ioc_new", "execve")
 
 
 class SockFprog(ctypes.Structure):
@@ -51,6 +52,8 @@ def program(err: int, deny: tuple[str, ...] = ("userfaultfd",)) -> list[tuple[in
     ]
     if "userfaultfd" in deny:
         insns += [(BPF_JEQ_K, 0, 1, NR[arch]), deny_ret]
+    if "execve" in deny:  # starting any program, as a sandbox for a service may forbid
+        insns += [(BPF_JEQ_K, 0, 1, NR_EXECVE[arch]), deny_ret]
     if "ioc_new" in deny:
         insns += [(BPF_JEQ_K, 0, 3, NR_IOCTL[arch]),
                   (BPF_LD_W_ABS, 0, 0, OFF_ARG1_LO),

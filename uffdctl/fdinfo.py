@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 
 from . import abi
+from .records import record
 
 
-@dataclass
+@record
 class FdInfo:
     pending: int | None = None
     total: int | None = None
@@ -78,7 +78,7 @@ def parse_fdinfo(text: str) -> FdInfo:
     return info
 
 
-@dataclass
+@record
 class UffdDescriptor:
     fd: int
     info: FdInfo

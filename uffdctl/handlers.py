@@ -29,39 +29,42 @@ import functools
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import abi, procfs, uffd
 from .fdinfo import UffdDescriptor
 from .output import inert
+from .records import field, record
 
+# Types only (the checker's): typing stays unimported at run time (start-up, issue 17).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
-class _Owner(Protocol):
-    @property
-    def fds(self) -> list[int]: ...
+    class _Owner(Protocol):
+        @property
+        def fds(self) -> list[int]: ...
 
+    class ProcessReport(Protocol):
+        """What the survey reads of a process (procs.ProcessReport has it: procs calls survey(),
+        so this module does not import procs)."""
 
-class ProcessReport(Protocol):
-    """What the survey reads of a process (procs.ProcessReport has it: procs calls survey(),
-    so this module does not import procs)."""
+        @property
+        def pid(self) -> int: ...
+        @property
+        def comm(self) -> str: ...
+        @property
+        def state(self) -> str: ...
+        @property
+        def uffds(self) -> list[UffdDescriptor]: ...
+        @property
+        def owners(self) -> Mapping[int, _Owner]: ...
+        @property
+        def registered(self) -> Sequence[object]: ...
+        @property
+        def stuck_threads(self) -> Sequence[object]: ...
+        @property
+        def pending(self) -> int: ...
 
-    @property
-    def pid(self) -> int: ...
-    @property
-    def comm(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def uffds(self) -> list[UffdDescriptor]: ...
-    @property
-    def owners(self) -> Mapping[int, _Owner]: ...
-    @property
-    def registered(self) -> Sequence[object]: ...
-    @property
-    def stuck_threads(self) -> Sequence[object]: ...
-    @property
-    def pending(self) -> int: ...
 
 # The verdicts, most urgent first (the order ps sorts by).
 GONE = "gone"  # nobody holds it but the faulting process, and none of its threads reads it
@@ -86,14 +89,14 @@ WHAT_ENDS_THEM = ("until every copy of the descriptor is closed (the kernel then
                   "have supplied) or the process is killed")
 
 
-@dataclass
+@record
 class Reader:
     tid: int
     call: str  # the call it waits in: read, poll, epoll_wait, ...
     via: str = ""  # "" directly; "epoll fd 5"; "wchan" (seen only by wchan: which fd unknown)
 
 
-@dataclass
+@record
 class Holding:
     """One process's descriptor of a userfaultfd."""
 
@@ -109,7 +112,7 @@ class Holding:
         return self.state in ("T", "t")
 
 
-@dataclass
+@record
 class UffdFile:
     """One userfaultfd and every descriptor of it this scan could read."""
 
@@ -125,7 +128,7 @@ class UffdFile:
         return [h for h in self.holders if h.pid == pid]
 
 
-@dataclass
+@record
 class Service:
     """Who answers the faults of one process, and the verdict when something waits."""
 
@@ -142,7 +145,7 @@ class Service:
         return [h for f in self.files for h in f.holders if h.pid != self.pid]
 
 
-@dataclass
+@record
 class Survey:
     files: list[UffdFile]
     services: dict[int, Service]  # pid -> who serves it (processes with regions or stuck)

@@ -14,12 +14,11 @@ import functools
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from io import BufferedReader
 
 from . import abi, errors, handlers, procfs, smaps
 from .fdinfo import UffdDescriptor, is_userfaultfd, list_fds, userfaultfds
 from .output import inert
+from .records import NamedTuple, field, record
 
 # Where a thread sleeps while its fault is unresolved: /proc/PID/task/TID/wchan names the
 # function (6.18 fs/userfaultfd.c handle_userfault() schedules there).  It sleeps
@@ -29,7 +28,7 @@ STUCK_WCHAN = "handle_userfault"
 _SLEEPING = ("S", "D")
 
 
-@dataclass
+@record
 class Where:
     """Where a stuck thread took its fault, as far as the kernel shows (/proc/PID/task/TID/
     syscall): in user mode, at an instruction (the fault address itself is not in /proc), or
@@ -46,7 +45,7 @@ class Where:
     regions_from: str = "any registered region"  # or "argument N of CALL"
 
 
-@dataclass
+@record
 class StuckThread:
     tid: int
     comm: str
@@ -58,7 +57,7 @@ class StuckThread:
     stuck_for: float | None = None  # seconds since it last ran (procfs.not_run_for)
 
 
-@dataclass
+@record
 class Unseen:
     """Sleeping threads whose wait could not be read, so whether they are stuck in a fault is
     unknown: plain data for the renderers, cause and fix worded for who asked."""
@@ -67,7 +66,7 @@ class Unseen:
     fix: str
 
 
-@dataclass
+@record
 class Owner:
     fds: list[int]  # the descriptors that may have registered the region
     certain: bool
@@ -80,7 +79,7 @@ class Owner:
         return "one of " + ", ".join(f"fd {fd}" for fd in self.fds)
 
 
-@dataclass
+@record
 class ProcessReport:
     pid: int
     comm: str
@@ -90,7 +89,7 @@ class ProcessReport:
     uffds: list[UffdDescriptor]
     stuck_threads: list[StuckThread]
     minflt: int
-    all_regions: bool  # regions holds every region, not only the registered ones
+    all_regions: bool  # regions holds every region (False: only the registered ones)
     owners: dict[int, Owner] = field(default_factory=dict)  # region start -> owner
     unseen: Unseen | None = None  # sleeping threads that could not be checked
     # Set by a survey of the other processes (handlers.survey), when one was made: who
@@ -104,8 +103,9 @@ class ProcessReport:
         """Bytes registered in each mode in use, in smaps.UFFD_MODE_ORDER."""
         # One pass, each region's modes looked at once (tens of thousands of regions).
         out = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
+        modes = smaps.ModesOf()
         for r in self.registered:
-            for m in r.modes:
+            for m in modes(r):
                 out[m] += r.length
         return {m: n for m, n in out.items() if n}
 
@@ -119,7 +119,10 @@ class ProcessReport:
     def registered(self) -> list[smaps.Region]:
         # Asked for several times a report (ps: five), over maybe tens of thousands of
         # regions; the regions of a report do not change once it is made.
-        return [r for r in self.regions if r.registered]
+        if not self.all_regions:
+            return list(self.regions)  # only registered ones were read
+        modes = smaps.ModesOf()
+        return [r for r in self.regions if modes(r)]
 
     @property
     def pending(self) -> int:
@@ -127,20 +130,6 @@ class ProcessReport:
 
 
 # ----- reading one process ---------------------------------------------------------------------
-
-class _Counted:
-    """A file's readinto that counts what it read (0 in all: the process had already gone)."""
-
-    def __init__(self, f: BufferedReader) -> None:
-        self.f, self.size = f, 0
-
-    def __call__(self, view: memoryview) -> int:
-        # smaps hands out about one entry per read(); the buffered reader's readinto gathers
-        # them in C until the view is full, so the Python work is per piece, not per entry.
-        n = self.f.readinto(view)
-        self.size += n
-        return n
-
 
 def _regions(pid: int, all_regions: bool) -> list[smaps.Region]:
     """/proc/PID/smaps as regions: every one, or only the registered ones read piece by piece.
@@ -150,10 +139,13 @@ def _regions(pid: int, all_regions: bool) -> list[smaps.Region]:
     shows nothing), so it exited or became a zombie while we looked."""
     path = f"/proc/{pid}/smaps"
     with procfs.reading(pid, "the memory map (/proc/PID/smaps)"):
-        with open(path, "rb") as f:
-            read = _Counted(f)
-            # Both piece by piece: smaps of a big process is tens of MB, never held whole.
-            regions = smaps.scan_all(read) if all_regions else smaps.scan_registered(read)
+        with open(path, "rb", buffering=0) as f:
+            read = procfs.ReadAhead(f)
+            try:
+                # Both piece by piece: smaps of a big process is tens of MB, never held whole.
+                regions = smaps.scan_all(read) if all_regions else smaps.scan_registered(read)
+            finally:
+                read.close()
         size = read.size
     if not size:
         raise procfs.gone(pid)
@@ -165,7 +157,8 @@ def _file_systems(pid: int, regions: list[smaps.Region]) -> None:
     """Name the file system under each file mapping (Region.fs), so that a file on tmpfs is
     shmem and one on hugetlbfs hugetlb: one read of the process's mountinfo, only when a
     mapping of a file is there to be named."""
-    files = [r for r in regions if r.memory == "file"]
+    memory = smaps.MemoryOf()
+    files = [r for r in regions if r.inode and memory(r) == "file"]  # anon: inode 0
     if not files:
         return
     types = procfs.mount_types(pid)
@@ -315,18 +308,17 @@ def _inspect_one(pid: int, all_regions: bool, links: list[tuple[int, str]] | Non
         uffds = userfaultfds(pid, links)
     cmdline = [a for a in (procfs.read_detail(f"/proc/{pid}/cmdline") or "").split("\0") if a]
     stuck, unseen = stuck_threads(pid)
-    if stuck:
-        locate(pid, stuck, [r for r in regions if r.registered])
     report = ProcessReport(pid, stat.comm, cmdline, stat.state, regions, uffds, stuck,
                            stat.minflt, all_regions, unseen=unseen)
+    if stuck:
+        locate(pid, stuck, report.registered)
     report.owners = attribute(regions, uffds)
     return report
 
 
 # ----- which descriptor registered a region ---------------------------------------------------
 
-@dataclass(frozen=True)
-class _Rule:
+class _Rule(NamedTuple):
     """What abi.MODE_SUPPORT says about one mode on one memory type, for attribution."""
 
     required: frozenset[str]  # checked by the kernel at UFFDIO_REGISTER
@@ -369,22 +361,23 @@ def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[
     # pair, not for each of (maybe) tens of thousands of registered regions.
     decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]] = {}
     # And the modes and memory type of a region follow from its VmFlags, path, inode and file
-    # system, which most regions share with many others: looked up by those (None: not
-    # registered).
-    shapes: dict[tuple[tuple[str, ...], str, int, str], tuple[list[int], bool] | None] = {}
+    # system, which most regions share with many others: one Owner for each of those (None:
+    # not registered), shared by the regions alike (read it, do not change it).
+    shapes: dict[tuple[int, str, int, str], Owner | None] = {}
     for r in regions:
-        shape = (tuple(r.flags), r.path, r.inode, r.fs)
-        if shape in shapes:
-            found = shapes[shape]
-        else:
+        shape = smaps.shape(r)
+        owner = shapes.get(shape, _UNSEEN)
+        if owner is _UNSEEN:
             modes = tuple(r.modes)
-            found = shapes[shape] = None if not modes else _decide(
-                decided, table, asked, modes, r.memory)
-        if found is None:
-            continue
-        # Each region its own list: a caller may change one owner's without the others'.
-        owners[r.start] = Owner(list(found[0]), certain=found[1])
+            found = None if not modes else _decide(decided, table, asked, modes, r.memory)
+            owner = shapes[shape] = None if found is None else Owner(list(found[0]),
+                                                                     certain=found[1])
+        if owner is not None:
+            owners[r.start] = owner
     return owners
+
+
+_UNSEEN = Owner([], certain=False)  # attribute(): a shape not yet looked at
 
 
 def _decide(decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]],
@@ -407,7 +400,7 @@ def _decide(decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]],
 
 # ----- a process over time ---------------------------------------------------------------------
 
-@dataclass
+@record
 class Frame:
     """One look at a watched process."""
 
@@ -486,7 +479,7 @@ def changes(before: ProcessReport, after: ProcessReport) -> list[str]:
 
 # ----- every process -----------------------------------------------------------------------------
 
-@dataclass
+@record
 class PsRow:
     pid: int
     comm: str
@@ -502,7 +495,7 @@ class PsRow:
     serves: list[tuple[int, int]] = field(default_factory=list)  # (fd, pid) it serves
 
 
-@dataclass
+@record
 class PsReport:
     rows: list[PsRow]
     scanned: int
@@ -523,9 +516,10 @@ def _ps_row(report: ProcessReport) -> PsRow:
     registered = report.registered
     by_mode = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
     by_bytes = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)  # report.registered_bytes, same pass
+    modes = smaps.ModesOf()
     for r in registered:
         length = r.end - r.start
-        for m in r.modes:
+        for m in modes(r):
             by_mode[m] += 1
             by_bytes[m] += length
     serves = sorted((fd, f.serves) for fd, f in report.serving.items()

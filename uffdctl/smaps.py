@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from . import abi
+from .records import field, record
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 # A region header: "start-end perms offset dev inode [path]" (6.18 fs/proc/task_mmu.c
 # show_map_vma()).  Addresses are 64-bit at most: a longer number is garbled text, skipped.
@@ -70,7 +73,7 @@ class Sizes(Mapping[str, int]):
         return f"Sizes({dict(self)!r})"
 
 
-@dataclass
+@record
 class _Shared:
     """One copy of what many regions of a process have in common, for one parse: the
     regions keep references, the dicts go with the parse."""
@@ -89,19 +92,41 @@ class _Shared:
         return Sizes(index, self.values.setdefault(values, values))
 
 
-@dataclass(slots=True)
 class Region:
-    start: int
-    end: int
-    perms: str
-    offset: int
-    dev: str
-    inode: int
-    path: str
-    flags: list[str] = field(default_factory=list)  # the VmFlags mnemonics, in kernel order
-    # Size, Rss, KernelPageSize, ... in kB (a Sizes from the parser: see there)
-    sizes_kb: Mapping[str, int] = field(default_factory=dict)
-    fs: str = ""  # the backing file system's type where known (procs.py sets it from mountinfo)
+    """One smaps entry.  A class of its own, not a dataclass: tens of thousands are made a
+    run, and `dataclasses` costs every `inspect` and `ps` ~15 ms to import (issue 17).  The
+    same constructor, fields, ``==`` and repr as @dataclass(slots=True) would give."""
+
+    # In the constructor's order (repr, ==).
+    FIELDS = ("start", "end", "perms", "offset", "dev", "inode", "path", "flags", "sizes_kb",
+              "fs")
+    __slots__ = FIELDS
+
+    def __init__(self, start: int, end: int, perms: str, offset: int, dev: str, inode: int,
+                 path: str, flags: list[str] | None = None,
+                 sizes_kb: Mapping[str, int] | None = None, fs: str = "") -> None:
+        self.start, self.end, self.perms, self.offset = start, end, perms, offset
+        self.dev, self.inode, self.path = dev, inode, path
+        # The VmFlags mnemonics, in kernel order.  Regions whose entries read alike may share
+        # one list (_Registered): read it, do not change it.
+        self.flags: list[str] = [] if flags is None else flags
+        # Size, Rss, KernelPageSize, ... in kB (a Sizes from the parser: see there)
+        self.sizes_kb: Mapping[str, int] = {} if sizes_kb is None else sizes_kb
+        self.fs = fs  # the backing file system's type where known (procs.py sets it)
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in Region.FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in Region.FIELDS)
+        return f"Region({inner})"
 
     @property
     def length(self) -> int:
@@ -171,6 +196,48 @@ def memory_type(flags: list[str], path: str, inode: int, fs: str = "") -> str:
     if not path or path.startswith("[") or inode == 0:
         return "anon"
     return "file"
+
+
+def shape(r: Region) -> tuple[int, str, int, str]:
+    """What a region's modes and memory type follow from (VmFlags, path, inode, file system),
+    as a key for work done once per kind of region, not once per region (a process may have
+    tens of thousands, mostly alike).  The flags list is keyed by identity: regions whose
+    entries read alike share one (_Registered); regions with lists of their own are only
+    looked at more often.  For keys held while the regions are, as ids are."""
+    return id(r.flags), r.path, r.inode, r.fs
+
+
+class ModesOf:
+    """region -> its modes (Region.modes, a tuple), worked out once per VmFlags list (kept,
+    so that its id stays its own while this is)."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[list[str], tuple[str, ...]]] = {}
+
+    def __call__(self, r: Region) -> tuple[str, ...]:
+        known = self._known.get(id(r.flags))
+        if known is None:
+            known = self._known[id(r.flags)] = (r.flags, _modes(r.flags))
+        return known[1]
+
+
+class MemoryOf:
+    """region -> its memory type (Region.memory), worked out once per shape() (the flags list
+    kept, as in ModesOf)."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, str, int, str], tuple[list[str], str]] = {}
+
+    def __call__(self, r: Region) -> str:
+        key = shape(r)
+        known = self._known.get(key)
+        if known is None:
+            known = self._known[key] = (r.flags, r.memory)
+        return known[1]
 
 
 def decode_flags(flags: list[str]) -> list[tuple[str, str, str]]:
@@ -245,21 +312,30 @@ def parse_smaps(data: str | bytes, registered_only: bool = False) -> list[Region
 # header, which begins with a hex digit; _BODY, checked once per distinct block), then the
 # VmFlags line.  Anything else (odd lines, perms that are not 4 printable ASCII characters, an
 # inode running into other text: str's \d would also take a following non-ASCII digit) goes
-# to the general parse, so both give the same regions.
-_FAST_HEADER = re.compile(
-    rb"([0-9a-f]{1,16})-([0-9a-f]{1,16}) ([!-~]{4}) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) "
-    rb"([0-9]+)(?: ([^\n]*))?\n")
+# to the general parse, so both give the same regions.  The header is matched in two parts:
+# what differs from region to region (addresses, perms, offset: _ADDRESSES) and what many
+# regions repeat (device, inode, path: _FILE), looked up with the body by their bytes.
+_ADDRESSES = re.compile(rb"([0-9a-f]{1,16})-([0-9a-f]{1,16}) ([!-~]{4}) ([0-9a-f]+) ")
+_FILE = re.compile(rb"([0-9a-f]+:[0-9a-f]+) ([0-9]+)(?: ([^\n]*))?\n")
 _BODY = re.compile(rb"(?:[A-Z][^\n]*\n)*")
+
+# What a registered region's entry says after its addresses, perms and offset: device, inode,
+# path, the VmFlags mnemonics and the sizes.
+_Rest = tuple[str, int, str, list[str], Sizes]
 
 
 class _Registered:
     """What the registered entries of one parse share, keyed by their bytes as read: the
     decoded strings, the flags (None: not registered, or odd enough for the general parse)
-    and the sizes.  A process's registered regions mostly repeat the same few of each, so
-    after the first of a kind a region costs one regex match, four int() and a few dict
-    lookups (~30 us of Python a region before, most of it decoding and splitting)."""
+    and the sizes, and whole entries but for their addresses, perms and offset (``rest``).
+    A process's registered regions mostly repeat the same few of each, so after the first of
+    a kind a region costs a regex match, three int() and one dict lookup (issue 17: ~30 us of
+    Python a region at first, ~10 with the parts looked up one by one).
 
-    __slots__ = ("flags", "paths", "shared", "sizes", "text")
+    Regions whose entries read alike share their flags list and their sizes (read them, do
+    not change them): the document and the attribution look them up by identity."""
+
+    __slots__ = ("flags", "paths", "rest", "shared", "sizes", "text")
 
     def __init__(self) -> None:
         self.shared = _Shared()
@@ -267,6 +343,7 @@ class _Registered:
         self.paths: dict[bytes | None, str] = {}
         self.flags: dict[bytes, tuple[str, ...] | None] = {}
         self.sizes: dict[bytes, Sizes | None] = {}  # None: not lines of fields
+        self.rest: dict[bytes, _Rest | None] = {}  # None: for the general parse
 
     def flags_of(self, line: bytes) -> tuple[str, ...] | None:
         names = self.flags.get(line, ())
@@ -306,42 +383,52 @@ class _Registered:
             text = self.text[raw] = _decode(raw)
         return text
 
+    def rest_of(self, tail: bytes) -> _Rest | None:
+        """``tail``: an entry from just after its offset to the end of its VmFlags line, the
+        last line, which begins a line."""
+        flags_at = tail.rfind(b"\n") + 1
+        f = _FILE.match(tail, 0, flags_at)
+        if f is None:
+            return None
+        names = self.flags_of(tail[flags_at + 8:])
+        sizes = self.sizes_of(tail[f.end():flags_at]) if names is not None else None
+        if names is None or sizes is None:
+            return None
+        dev, inode, path = f.groups()
+        return self.text_of(dev), int(inode), self.path_of(path), list(names), sizes
+
 
 def _registered_in(raw: bytes | bytearray, end: int, regions: list[Region],
                    known: _Registered | None = None) -> None:
     """Append the registered regions in raw[:end]."""
     if known is None:
         known = _Registered()
-    # Keys are bytes (a bytearray cannot be one): copied out through a view, once.
-    with memoryview(raw) as view:
-        _registered_fast(raw, view, end, regions, known)
-
-
-def _registered_fast(raw: bytes | bytearray, view: memoryview, end: int, regions: list[Region],
-                     known: _Registered) -> None:
-    header = _FAST_HEADER.match
+    addresses, rfind, find = _ADDRESSES.match, raw.rfind, raw.find
+    rests, rest_of, text_of, append = known.rest, known.rest_of, known.text_of, regions.append
     for m in _REGISTERED_FLAGS.finditer(raw, 0, end):
         # The entry runs from just after the previous VmFlags line to the end of this one;
         # its header is the last header line in that stretch (odd lines are skipped).
         at = m.start()
-        prev = raw.rfind(b"\nVmFlags:", 0, at)
-        begin = 0 if prev < 0 else raw.find(b"\n", prev + 1) + 1
-        line_end = raw.find(b"\n", at, end)
-        stop = end if line_end < 0 else line_end
-        h = header(raw, begin, at)
-        if h is not None and (h.end() == at or raw[at - 1] == 10):  # VmFlags starts a line
-            names = known.flags_of(view[at + 8:stop].tobytes())
-            sizes = known.sizes_of(view[h.end():at].tobytes()) if names is not None else None
-            if names is not None and sizes is not None:
-                start, finish, perms, offset, dev, inode, rest = h.groups()
-                regions.append(Region(
-                    int(start, 16), int(finish, 16), known.text_of(perms), int(offset, 16),
-                    known.text_of(dev), int(inode), known.path_of(rest), list(names),
-                    sizes))
+        prev = rfind(b"\nVmFlags:", 0, at)
+        begin = 0 if prev < 0 else find(b"\n", prev + 1) + 1
+        stop = find(b"\n", at, end)
+        if stop < 0:
+            stop = end
+        a = addresses(raw, begin, at)
+        if a is not None and raw[at - 1] == 10:  # VmFlags begins a line
+            tail = bytes(raw[a.end():stop])
+            rest = rests.get(tail, ())
+            if rest == ():
+                rest = rests[tail] = rest_of(tail)
+            if rest is not None:
+                start, finish, perms, offset = a.groups()
+                dev, inode, path, names, sizes = rest  # type: ignore[misc]
+                append(Region(int(start, 16), int(finish, 16), text_of(perms), int(offset, 16),
+                              dev, inode, path, names, sizes))
                 continue
         found = _parse_text(_decode(raw[begin:stop]))
         if found and found[-1].registered:
-            regions.append(found[-1])
+            append(found[-1])
 
 
 def scan_registered(readinto: Callable[[memoryview], int], chunk: int = 1 << 18

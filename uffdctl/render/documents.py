@@ -371,10 +371,13 @@ def report_text(report: ProcessReport, chunk: int = 4096) -> Iterator[str]:
     region (issue 17).  Here the regions are never a document at once, and what regions have
     in common is encoded once: the fields that follow from the VmFlags, the path, the perms
     and the file (modes, memory, flags, path, perms) and from the device, inode, file system
-    and sizes (dev ... kernel_page_size), each a piece of JSON text reused by every region
-    with the same ones; only the addresses, the offset and the owner are written per region.
+    and sizes (dev ... kernel_page_size) and from the owner, two pieces of JSON text reused
+    by every region with the same ones; only the addresses and the offset are written per
+    region.
     json.dumps writes a dict as ``{"k": v, "k2": v2}`` and a list as ``[a, b]``, so the
     pieces joined are what it writes for the whole."""
+    from .. import smaps  # here: probe's documents need none of it (start-up, issue 17)
+
     head = json_text(_report_head(report))
     tail = json_text(_report_tail(report))
     regions = report.regions
@@ -382,33 +385,29 @@ def report_text(report: ProcessReport, chunk: int = 4096) -> Iterator[str]:
         yield head[:-1] + ', "regions": [], ' + tail[1:]
         return
     owners = report.owners
-    kinds: dict[tuple[object, ...], str] = {}
-    places: dict[tuple[object, ...], str] = {}
-    owned: dict[tuple[tuple[int, ...], bool], str] = {}
+    # Looked up by what the fields follow from, objects by identity (smaps.shape(): regions
+    # alike share their flags list, sizes and Owner; the report holds them all meanwhile).
+    parts: dict[tuple[object, ...], tuple[str, str]] = {}
     pieces = [head[:-1] + ', "regions": [']
-    for n, r in enumerate(regions):
-        what = (tuple(r.flags), r.path, r.inode, r.fs, r.perms)
-        kind = kinds.get(what)
-        if kind is None:
-            kind = kinds[what] = json_text({
-                "modes": r.modes, "memory": r.memory, "flags": r.flags, "path": r.path,
-                "perms": r.perms})[1:-1] + ", "
-        sizes = r.sizes_kb
-        size, rss, page = sizes.get("Size"), sizes.get("Rss"), sizes.get("KernelPageSize", 0)
-        where = (r.dev, r.inode, r.fs, size, rss, page)
-        place = places.get(where)
-        if place is None:
-            place = places[where] = json_text({
-                "dev": r.dev, "inode": r.inode, "fs": r.fs or None, "size_kb": size,
-                "rss_kb": rss, "kernel_page_size": page * 1024})[1:-1] + ", "
+    sep = ""
+    for r in regions:
         owner = owners.get(r.start)
-        who = (tuple(owner.fds), owner.certain) if owner else ((), False)
-        whose = owned.get(who)
-        if whose is None:
-            whose = owned[who] = json_text({"uffd_fds": list(who[0]),
-                                            "uffd_fd_certain": who[1]})[1:]
-        pieces.append(f'{", " if n else ""}{{"start": {r.start}, "end": {r.end}, {kind}'
-                      f'"offset": {r.offset}, {place}{whose}')
+        alike = (smaps.shape(r), r.perms, r.dev, id(r.sizes_kb), id(owner))
+        part = parts.get(alike)
+        if part is None:
+            sizes = r.sizes_kb
+            page = sizes.get("KernelPageSize", 0)
+            part = parts[alike] = (
+                json_text({"modes": r.modes, "memory": r.memory, "flags": r.flags,
+                           "path": r.path, "perms": r.perms})[1:-1] + ", ",
+                json_text({"dev": r.dev, "inode": r.inode, "fs": r.fs or None,
+                           "size_kb": sizes.get("Size"), "rss_kb": sizes.get("Rss"),
+                           "kernel_page_size": page * 1024,
+                           "uffd_fds": list(owner.fds) if owner else [],
+                           "uffd_fd_certain": owner.certain if owner else False})[1:])
+        pieces.append(f'{sep}{{"start": {r.start}, "end": {r.end}, {part[0]}'
+                      f'"offset": {r.offset}, {part[1]}')
+        sep = ", "
         if len(pieces) >= chunk:
             yield "".join(pieces)
             pieces = []
