@@ -257,7 +257,7 @@ _SIZES = re.compile(r"^(\w+):\s+(\d+) kB$", re.MULTILINE)
 _REGISTERED_FLAGS = re.compile(
     rb"VmFlags:[^\n]*? (?:"
     + "|".join(re.escape(m.mnemonic) for m in abi.REGISTER_MODES).encode()
-    + rb")(?:[ \n]|$)")
+    + rb")(?![^ \n])[^\n]*")  # to the end of the line: where the entry ends
 
 
 def _entry(header: re.Match[str], body: str, shared: _Shared) -> Region:
@@ -398,27 +398,29 @@ class _Registered:
         return self.text_of(dev), int(inode), self.path_of(path), list(names), sizes
 
 
+_UNSEEN = ("",)  # _registered_in(): an entry not looked at yet
+
+
 def _registered_in(raw: bytes | bytearray, end: int, regions: list[Region],
                    known: _Registered | None = None) -> None:
     """Append the registered regions in raw[:end]."""
     if known is None:
         known = _Registered()
+    # bytes, once: slices of it are the dict keys (of a bytearray, each would be copied twice).
+    raw = raw[:end] if isinstance(raw, bytes) else bytes(memoryview(raw)[:end])
     addresses, rfind, find = _ADDRESSES.match, raw.rfind, raw.find
     rests, rest_of, text_of, append = known.rest, known.rest_of, known.text_of, regions.append
-    for m in _REGISTERED_FLAGS.finditer(raw, 0, end):
+    for m in _REGISTERED_FLAGS.finditer(raw):
         # The entry runs from just after the previous VmFlags line to the end of this one;
         # its header is the last header line in that stretch (odd lines are skipped).
-        at = m.start()
+        at, stop = m.span()
         prev = rfind(b"\nVmFlags:", 0, at)
         begin = 0 if prev < 0 else find(b"\n", prev + 1) + 1
-        stop = find(b"\n", at, end)
-        if stop < 0:
-            stop = end
         a = addresses(raw, begin, at)
         if a is not None and raw[at - 1] == 10:  # VmFlags begins a line
-            tail = bytes(raw[a.end():stop])
-            rest = rests.get(tail, ())
-            if rest == ():
+            tail = raw[a.end():stop]
+            rest = rests.get(tail, _UNSEEN)
+            if rest is _UNSEEN:
                 rest = rests[tail] = rest_of(tail)
             if rest is not None:
                 start, finish, perms, offset = a.groups()
