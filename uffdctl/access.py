@@ -141,18 +141,6 @@ class AccessReport(NamedTuple):
 
 # ----- context ------------------------------------------------------------------------------
 
-def _status_fields() -> dict[str, str]:
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                out[key] = value.strip()
-    except OSError:
-        pass
-    return out
-
-
 def _int(text: str | None, base: int = 10) -> int | None:
     try:
         return int(text, base) if text is not None else None
@@ -210,7 +198,7 @@ def _misc_dev() -> str | None:
 
 
 def read_context() -> Context:
-    status = _status_fields()
+    status = procfs.own_status()
     cap_eff = _int(status.get("CapEff"), 16) or 0
     cfg = kconfig.read()
     return Context(

@@ -88,13 +88,8 @@ class Adoption:
 # ----- reading who a process is ------------------------------------------------------------------
 
 def _status(pid: int) -> dict[str, str]:
-    out = {}
-    with procfs.reading(pid, "the status (/proc/PID/status)"), \
-            open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
+    with procfs.reading(pid, "the status (/proc/PID/status)"):
+        return procfs.status_fields(pid)
 
 
 def process_identity(pid: int) -> Identity:
@@ -134,8 +129,8 @@ def user_identity(user: str) -> Identity:
 
 
 def _own_caps() -> dict[str, int]:
-    with open("/proc/self/status") as f:
-        return {line[3:6]: int(line.split()[1], 16) for line in f if line.startswith("Cap")}
+    return {key[3:]: int(value, 16) for key, value in procfs.status_fields().items()
+            if key.startswith("Cap")}
 
 
 def _map(pid: int, kind: str, kernel_id: int) -> int | None:

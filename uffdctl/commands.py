@@ -86,16 +86,11 @@ def probe(fmt: str = "table", output: str | None = None, nfd_expiry: int = NFD_E
 
 def inspect_json(pid: int, all_regions: bool = False) -> int:
     """`uffdctl inspect PID --json` (with --all: every region), on standard output."""
-    import sys
-
     from . import procs
+    from .output import dump_pieces
     from .render.documents import report_text
 
-    out = sys.stdout  # the document in pieces (documents.report_text), then flushed
-    for piece in report_text(procs.inspect_process(pid, all_regions)):
-        out.write(piece)
-    out.write("\n")
-    out.flush()
+    dump_pieces(report_text(procs.inspect_process(pid, all_regions)))
     return errors.OK
 
 

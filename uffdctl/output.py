@@ -23,6 +23,7 @@ import sys
 
 TYPE_CHECKING = False  # as typing's, without importing typing at run time (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any, TextIO
 
     from rich.console import Console
@@ -96,8 +97,16 @@ def console(stderr: bool = False) -> Console:
 def dump_json(obj: Any, stream: TextIO | None = None) -> None:
     """One JSON document (or JSON line) on stdout, flushed so pipes see it at once; ASCII only,
     a byte that is not valid UTF-8 as U+FFFD (json_text)."""
+    dump_pieces((json_text(obj),), stream)
+
+
+def dump_pieces(pieces: Iterable[str], stream: TextIO | None = None) -> None:
+    """A document written as it is made (JSON text in pieces, e.g. documents.report_text),
+    ended and flushed as dump_json ends one."""
     out = stream or sys.stdout
-    out.write(json_text(obj) + "\n")
+    for piece in pieces:
+        out.write(piece)
+    out.write("\n")
     out.flush()
 
 

@@ -128,17 +128,39 @@ def gone(pid: int) -> errors.UffdctlError:
     return (not_a_user_process(pid, stat) if stat else None) or exited(pid)
 
 
+def status_fields(pid: int | str = "self") -> dict[str, str]:
+    """/proc/PID/status as {"Key": "value"} (values stripped); an OSError as open() or read()
+    raises it (wrap it in reading() for a process's causes)."""
+    out = {}
+    with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def own_status() -> dict[str, str]:
+    """status_fields() of this process, empty where /proc cannot be read (no /proc mounted in
+    a sandbox): each caller falls back on what it can ask the kernel instead."""
+    try:
+        return status_fields()
+    except OSError:
+        return {}
+
+
+def status_number(fields: dict[str, str], key: str, base: int = 10) -> int | None:
+    """One number of status_fields() (CapEff is hex, Umask octal); None: absent or garbled."""
+    try:
+        return int(fields[key], base)
+    except (KeyError, ValueError):
+        return None
+
+
 def has_cap_sys_ptrace() -> bool:
     """CAP_SYS_PTRACE in this process's effective set (/proc/self/status CapEff): what lets
     root, or anyone, read another user's smaps and fds (ptrace_may_access(), kernel/ptrace.c)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> abi.CAP_SYS_PTRACE & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
+    eff = status_number(own_status(), "CapEff", 16)
+    return bool(eff is not None and eff >> abi.CAP_SYS_PTRACE & 1)
 
 
 def initial_userns(pid: int | str = "self") -> bool | None:

@@ -279,13 +279,11 @@ class _CannotReplace(Exception):
 
 
 def _umask() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
+    from .. import procfs
+
+    mask = procfs.status_number(procfs.own_status(), "Umask", 8)
+    if mask is not None:
+        return mask
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
