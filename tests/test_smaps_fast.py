@@ -176,13 +176,14 @@ def test_shared_strings_and_sizes() -> None:
     for k in range(300):  # like entries (untouched pages of a guest): one of each kind
         lines += [f"{0x10000 + k * 0x2000:x}-{0x11000 + k * 0x2000:x} rw-p 00000000 00:00 0 ",
                   *body, "VmFlags: rd wr mr mw me ac um "]
-    regions = smaps.parse_smaps("\n".join(lines) + "\n", registered_only=True)
-    assert len(regions) == 300
-    assert len({id(r.perms) for r in regions}) == 1
-    assert len({id(r.sizes_kb) for r in regions}) == 1
-    # One flags list for entries alike (documented: read, not changed): the document and the
-    # attribution look regions up by it.
-    assert len({id(r.flags) for r in regions}) == 1
+    for registered_only in (True, False):  # inspect, and inspect --all
+        regions = smaps.parse_smaps("\n".join(lines) + "\n", registered_only=registered_only)
+        assert len(regions) == 300
+        assert len({id(r.perms) for r in regions}) == 1
+        # One Sizes and one flags list for entries alike (documented: read, not changed):
+        # the document and the attribution look regions up by them.
+        assert len({id(r.sizes_kb) for r in regions}) == 1
+        assert len({id(r.flags) for r in regions}) == 1
 
 
 # Content a kernel never prints, where the plain reference above and the parse part ways

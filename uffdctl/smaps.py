@@ -79,17 +79,23 @@ class _Shared:
     regions keep references, the dicts go with the parse."""
 
     text: dict[str, str] = field(default_factory=dict)  # perms, dev, path
-    flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # VmFlags line -> names
+    # VmFlags line -> its mnemonics: one list, shared by the regions with that line
+    flags: dict[str, list[str]] = field(default_factory=dict)
     index: dict[tuple[str, ...], dict[str, int]] = field(default_factory=dict)
-    values: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)
+    # (names, numbers) -> one Sizes (read only), shared by the regions with the same ones:
+    # the document looks regions up by it (smaps.shape() and report_text()).
+    made: dict[tuple[tuple[str, ...], tuple[int, ...]], Sizes] = field(default_factory=dict)
 
     def sizes(self, pairs: list[tuple[str, str]]) -> Sizes:
         names = tuple(k for k, _ in pairs)
-        index = self.index.get(names)
-        if index is None:
-            index = self.index[names] = {k: i for i, k in enumerate(names)}
         values = tuple(int(v) for _, v in pairs)
-        return Sizes(index, self.values.setdefault(values, values))
+        sizes = self.made.get((names, values))
+        if sizes is None:
+            index = self.index.get(names)
+            if index is None:
+                index = self.index[names] = {k: i for i, k in enumerate(names)}
+            sizes = self.made[(names, values)] = Sizes(index, values)
+        return sizes
 
 
 class Region:
@@ -272,8 +278,8 @@ def _entry(header: re.Match[str], body: str, shared: _Shared) -> Region:
         line = body[flags_at + 8:None if line_end < 0 else line_end]
         names = shared.flags.get(line)
         if names is None:
-            names = shared.flags[line] = tuple(line.split())
-        r.flags = list(names)
+            names = shared.flags[line] = line.split()
+        r.flags = names
     r.sizes_kb = shared.sizes(_SIZES.findall(body))
     return r
 
@@ -341,24 +347,24 @@ class _Registered:
         self.shared = _Shared()
         self.text: dict[bytes, str] = {}  # perms, dev
         self.paths: dict[bytes | None, str] = {}
-        self.flags: dict[bytes, tuple[str, ...] | None] = {}
+        self.flags: dict[bytes, list[str] | None] = {}
         self.sizes: dict[bytes, Sizes | None] = {}  # None: not lines of fields
         self.rest: dict[bytes, _Rest | None] = {}  # None: for the general parse
 
-    def flags_of(self, line: bytes) -> tuple[str, ...] | None:
-        names = self.flags.get(line, ())
-        if names == ():
-            names = None
-            # A second "VmFlags:" in the line: the general parse takes the text after the
-            # last one; leave that to it.
-            if b"VmFlags:" not in line:
-                decoded = _decode(line)
-                cached = self.shared.flags.get(decoded)
-                if cached is None:
-                    cached = self.shared.flags[decoded] = tuple(decoded.split())
-                if any(f in abi.UFFD_MNEMONICS for f in cached):
-                    names = cached
-            self.flags[line] = names
+    def flags_of(self, line: bytes) -> list[str] | None:
+        if line in self.flags:
+            return self.flags[line]
+        names = None
+        # A second "VmFlags:" in the line: the general parse takes the text after the last
+        # one; leave that to it.
+        if b"VmFlags:" not in line:
+            decoded = _decode(line)
+            cached = self.shared.flags.get(decoded)
+            if cached is None:
+                cached = self.shared.flags[decoded] = decoded.split()
+            if any(f in abi.UFFD_MNEMONICS for f in cached):
+                names = cached
+        self.flags[line] = names
         return names
 
     def sizes_of(self, block: bytes) -> Sizes | None:
@@ -395,7 +401,7 @@ class _Registered:
         if names is None or sizes is None:
             return None
         dev, inode, path = f.groups()
-        return self.text_of(dev), int(inode), self.path_of(path), list(names), sizes
+        return self.text_of(dev), int(inode), self.path_of(path), names, sizes
 
 
 _UNSEEN = ("",)  # _registered_in(): an entry not looked at yet
