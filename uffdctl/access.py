@@ -141,13 +141,6 @@ class AccessReport(NamedTuple):
 
 # ----- context ------------------------------------------------------------------------------
 
-def _int(text: str | None, base: int = 10) -> int | None:
-    try:
-        return int(text, base) if text is not None else None
-    except ValueError:
-        return None
-
-
 def _read_sysctl() -> int | None:
     try:
         with open(abi.SYSCTL_UNPRIVILEGED) as f:
@@ -199,13 +192,14 @@ def _misc_dev() -> str | None:
 
 def read_context() -> Context:
     status = procfs.own_status()
-    cap_eff = _int(status.get("CapEff"), 16) or 0
+    cap_eff = procfs.status_number(status, "CapEff", 16) or 0
     cfg = kconfig.read()
     return Context(
         uid=os.getuid(), euid=os.geteuid(),
         cap_sys_ptrace=bool(cap_eff >> abi.CAP_SYS_PTRACE & 1),
         initial_userns=procfs.initial_userns(), sysctl=_read_sysctl(),
-        seccomp=_int(status.get("Seccomp")), seccomp_filters=_int(status.get("Seccomp_filters")),
+        seccomp=procfs.status_number(status, "Seccomp"),
+        seccomp_filters=procfs.status_number(status, "Seccomp_filters"),
         dev=_dev_node(), config_userfaultfd=cfg.values["CONFIG_USERFAULTFD"] if cfg else None,
         release=abi.release(),
         egid=os.getegid(), gids=tuple(sorted({os.getegid(), *os.getgroups()})),

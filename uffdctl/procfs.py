@@ -494,17 +494,19 @@ class ReadAhead:
         (killed, or its read failed) the file is read on here from the byte after the last
         that came through (seq_file seeks by regenerating up to there, 6.18 fs/seq_file.c
         seq_lseek()): the same text, or the same error with its own errno."""
-        try:
-            # It closed its end: it is exiting, if not gone already.
-            _, self.status = os.waitpid(self._pid, 0)
-        except ChildProcessError:
-            pass  # reaped by someone else (a SIGCHLD handler of a host program)
-        self._pid = 0
+        self._reap()  # it closed its end: it is exiting, if not gone already
         self.close()
         if self.status in (0, None):
             return True
         os.lseek(self.f.fileno(), received, os.SEEK_SET)
         return False
+
+    def _reap(self) -> None:
+        try:
+            _, self.status = os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            pass  # reaped by someone else (a SIGCHLD handler of a host program)
+        self._pid = 0
 
     def close(self) -> None:
         try:
@@ -513,11 +515,7 @@ class ReadAhead:
                     os.kill(self._pid, 9)  # SIGKILL: it holds nothing of ours to give back
                 except ProcessLookupError:
                     pass
-                try:
-                    _, self.status = os.waitpid(self._pid, 0)
-                except ChildProcessError:
-                    pass  # reaped by someone else (a SIGCHLD handler of a host program)
-                self._pid = 0
+                self._reap()
         finally:
             if self._pipe is not None:
                 self._pipe.close()
