@@ -235,7 +235,9 @@ def _region(start: int, memory: str, *modes: str) -> smaps.Region:
 
 def _owner(memory: str, modes: tuple[str, ...], *uffds: fdinfo.UffdDescriptor
            ) -> tuple[list[int], bool]:
-    owner = procs.attribute([_region(0x1000, memory, *modes)], list(uffds))[0x1000]
+    region = _region(0x1000, memory, *modes)
+    owner = procs.attribute([region], list(uffds)).of(region)
+    assert owner is not None
     return owner.fds, owner.certain
 
 

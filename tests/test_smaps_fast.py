@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from smaps_util import short_reads
 
-from uffdctl import abi, smaps
+from uffdctl import abi, fdinfo, procs, smaps
 
 MNEMONICS = sorted(abi.VMFLAG_BY_MNEMONIC)
 UFFD = sorted(abi.UFFD_MNEMONICS)
@@ -184,6 +184,41 @@ def test_shared_strings_and_sizes() -> None:
         # the document and the attribution look regions up by them.
         assert len({id(r.sizes_kb) for r in regions}) == 1
         assert len({id(r.flags) for r in regions}) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kinds_attribution_and_counts_are_those_of_each_region(seed: int) -> None:
+    # Attribution and ps's counts are worked out once per kind of region (smaps.kinds(),
+    # procs.by_mode()): they must say for each region what a look at that region alone says.
+    # The fast parse gives its regions a kind; copies without one take the slow way.
+    text = smaps_text(1500, seed, odd=0.05 if seed % 2 else 0.0)
+    regions = smaps.scan_registered(io.BytesIO(text.encode("utf-8", "surrogateescape")).readinto)
+    # Odd entries go through the general parse, which gives no kind.
+    kinded = sum(r.kind is not None for r in regions)
+    assert kinded == len(regions) if seed % 2 == 0 else 0 < kinded < len(regions)
+    plain = [smaps.Region(*(getattr(r, f) for f in smaps.Region.FIELDS)) for r in regions]
+    assert plain == regions and all(r.kind is None for r in plain)
+    uffds = [fdinfo.UffdDescriptor(3, fdinfo.parse_fdinfo("API:\taa:80000100:0\n")),
+             fdinfo.UffdDescriptor(4, fdinfo.parse_fdinfo("API:\taa:80000400:0\n")),
+             fdinfo.UffdDescriptor(5, fdinfo.parse_fdinfo("API:\taa:80000002:0\n"))]
+    for some in (regions, plain, regions[::2] + plain[1::2]):
+        kinds = smaps.kinds(some)
+        assert set(kinds) == {smaps.shape(r) for r in some}
+        owners = procs.attribute(some, uffds)
+        for r in some:
+            alone = procs.attribute([r], uffds).of(r)
+            got = owners.of(r)
+            assert (got.fds, got.certain) == (alone.fds, alone.certain)  # type: ignore[union-attr]
+        count: dict[str, int] = {}
+        size: dict[str, int] = {}
+        for r in some:
+            for m in r.modes:
+                count[m] = count.get(m, 0) + 1
+                size[m] = size.get(m, 0) + r.length
+        got_count, got_size = procs.by_mode(some)
+        assert (got_count, got_size) == (count, size)
+        assert list(got_count) == list(got_size) == [m for m in smaps.UFFD_MODE_ORDER
+                                                     if m in count]
 
 
 # Content a kernel never prints, where the plain reference above and the parse part ways

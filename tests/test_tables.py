@@ -17,6 +17,11 @@ def _offered() -> int:
         return u.api(0)[0]
 
 
+def _fds(owner: procs.Owner | None) -> list[int]:
+    assert owner is not None
+    return owner.fds
+
+
 def test_tables_are_consistent() -> None:
     for row in abi.MODE_SUPPORT:
         assert row.mode in abi.MODE_BY_NAME and row.memory in ("anon", "shmem", "hugetlb", "file")
@@ -85,9 +90,9 @@ def test_one_table_moves_probe_require_formats_demo_and_inspect(
     assert region.memory == "shmem"
     a = fdinfo.UffdDescriptor(3, fdinfo.parse_fdinfo("API:\taa:80000400:0\n"))  # MINOR_SHMEM
     b = fdinfo.UffdDescriptor(4, fdinfo.parse_fdinfo("API:\taa:80000100:0\n"))  # THREAD_ID
-    assert procs.attribute([region], [a, b])[region.start].fds == [3, 4]
+    assert _fds(procs.attribute([region], [a, b]).of(region)) == [3, 4]
     monkeypatch.undo()
-    assert procs.attribute([region], [a, b])[region.start].fds == [3]
+    assert _fds(procs.attribute([region], [a, b]).of(region)) == [3]
 
 
 def test_cause_names_the_architecture_when_the_release_is_new_enough() -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from . import abi, procfs, uffd
 from .fdinfo import UffdDescriptor
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
         @property
         def fds(self) -> list[int]: ...
 
+    class _Owners(Protocol):
+        def values(self) -> Sequence[_Owner]: ...
+
     class ProcessReport(Protocol):
         """What the survey reads of a process (procs.ProcessReport has it: procs calls survey(),
         so this module does not import procs)."""
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
         @property
         def uffds(self) -> list[UffdDescriptor]: ...
         @property
-        def owners(self) -> Mapping[int, _Owner]: ...
+        def owners(self) -> _Owners: ...
         @property
         def registered(self) -> Sequence[object]: ...
         @property

@@ -13,7 +13,7 @@ import errno
 import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 
 from . import abi, errors, handlers, procfs, smaps
 from .fdinfo import UffdDescriptor, is_userfaultfd, list_fds, userfaultfds
@@ -79,6 +79,27 @@ class Owner:
         return "one of " + ", ".join(f"fd {fd}" for fd in self.fds)
 
 
+class Owners:
+    """attribute()'s answer: who registered each region (None: not registered), worked out
+    once per smaps.shape() of region, and looked up by it."""
+
+    __slots__ = ("_by_shape",)
+
+    def __init__(self, by_shape: dict[Hashable, Owner | None] | None = None) -> None:
+        self._by_shape = {} if by_shape is None else by_shape
+
+    def of(self, r: smaps.Region) -> Owner | None:
+        return self._by_shape.get(smaps.shape(r))
+
+    def by_shape(self, shape: Hashable) -> Owner | None:
+        """of() for a region whose smaps.shape() the caller has at hand."""
+        return self._by_shape.get(shape)
+
+    def values(self) -> list[Owner]:
+        """The owners of the registered regions, each once."""
+        return list({id(o): o for o in self._by_shape.values() if o is not None}.values())
+
+
 @record
 class ProcessReport:
     pid: int
@@ -90,7 +111,7 @@ class ProcessReport:
     stuck_threads: list[StuckThread]
     minflt: int
     all_regions: bool  # regions holds every region (False: only the registered ones)
-    owners: dict[int, Owner] = field(default_factory=dict)  # region start -> owner
+    owners: Owners = field(default_factory=Owners)  # who registered each region
     unseen: Unseen | None = None  # sleeping threads that could not be checked
     # Set by a survey of the other processes (handlers.survey), when one was made: who
     # answers this process's faults, and what each of its descriptors serves.
@@ -101,13 +122,7 @@ class ProcessReport:
     @property
     def registered_bytes(self) -> dict[str, int]:
         """Bytes registered in each mode in use, in smaps.UFFD_MODE_ORDER."""
-        # One pass, each region's modes looked at once (tens of thousands of regions).
-        out = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
-        modes = smaps.ModesOf()
-        for r in self.registered:
-            for m in modes(r):
-                out[m] += r.length
-        return {m: n for m, n in out.items() if n}
+        return by_mode(self.registered)[1]
 
     @property
     def stuck_for(self) -> float | None:
@@ -127,6 +142,31 @@ class ProcessReport:
     @property
     def pending(self) -> int:
         return sum(u.pending for u in self.uffds)
+
+
+def by_mode(regions: list[smaps.Region]) -> tuple[dict[str, int], dict[str, int]]:
+    """How many of ``regions`` and how many of their bytes are registered in each mode in use,
+    in smaps.UFFD_MODE_ORDER.  Counted and summed per VmFlags list (regions alike share one),
+    then per mode: the one loop over the regions does as little as it can (a process may have
+    tens of thousands, issue 17)."""
+    count: dict[int, int] = {}
+    length: dict[int, int] = {}
+    flags: dict[int, list[str]] = {}
+    for r in regions:
+        key = id(r.flags)
+        if key in count:
+            count[key] += 1
+            length[key] += r.end - r.start
+        else:
+            count[key], length[key], flags[key] = 1, r.end - r.start, r.flags
+    regions_in = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
+    bytes_in = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
+    for key, n in count.items():
+        for m in smaps.modes_of(flags[key]):
+            regions_in[m] += n
+            bytes_in[m] += length[key]
+    return ({m: n for m, n in regions_in.items() if n},
+            {m: n for m, n in bytes_in.items() if n})
 
 
 # ----- reading one process ---------------------------------------------------------------------
@@ -335,7 +375,7 @@ def _rules() -> dict[tuple[str, str], _Rule]:
 
 
 
-def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[int, Owner]:
+def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> Owners:
     """Which descriptor registered each region, as far as the kernel lets us know.
 
     /proc does not say, and the features a descriptor asked for prove little: the kernel
@@ -355,7 +395,6 @@ def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[
     ``certain`` only when exactly one candidate exists."""
     marks_init = any(u.info.initialized for u in uffds)
     asked = {u.fd: frozenset(u.features) for u in uffds if u.info.initialized or not marks_init}
-    owners = {}
     table = _rules()  # read afresh: twelve rows, and the table is the one source
     # The answer depends on the modes and the memory type only: worked out once for each
     # pair, not for each of (maybe) tens of thousands of registered regions.
@@ -363,21 +402,12 @@ def attribute(regions: list[smaps.Region], uffds: list[UffdDescriptor]) -> dict[
     # And the modes and memory type of a region follow from its VmFlags, path, inode and file
     # system, which most regions share with many others: one Owner for each of those (None:
     # not registered), shared by the regions alike (read it, do not change it).
-    shapes: dict[tuple[int, str, int, str], Owner | None] = {}
-    for r in regions:
-        shape = smaps.shape(r)
-        owner = shapes.get(shape, _UNSEEN)
-        if owner is _UNSEEN:
-            modes = tuple(r.modes)
-            found = None if not modes else _decide(decided, table, asked, modes, r.memory)
-            owner = shapes[shape] = None if found is None else Owner(list(found[0]),
-                                                                     certain=found[1])
-        if owner is not None:
-            owners[r.start] = owner
-    return owners
-
-
-_UNSEEN = Owner([], certain=False)  # attribute(): a shape not yet looked at
+    shapes: dict[Hashable, Owner | None] = {}
+    for shape, r in smaps.kinds(regions).items():
+        modes = tuple(r.modes)
+        found = None if not modes else _decide(decided, table, asked, modes, r.memory)
+        shapes[shape] = None if found is None else Owner(list(found[0]), certain=found[1])
+    return Owners(shapes)
 
 
 def _decide(decided: dict[tuple[tuple[str, ...], str], tuple[list[int], bool]],
@@ -514,20 +544,13 @@ def _pids() -> list[int]:
 
 def _ps_row(report: ProcessReport) -> PsRow:
     registered = report.registered
-    by_mode = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)
-    by_bytes = dict.fromkeys(smaps.UFFD_MODE_ORDER, 0)  # report.registered_bytes, same pass
-    modes = smaps.ModesOf()
-    for r in registered:
-        length = r.end - r.start
-        for m in modes(r):
-            by_mode[m] += 1
-            by_bytes[m] += length
+    regions, size = by_mode(registered)
     serves = sorted((fd, f.serves) for fd, f in report.serving.items()
                     if f.serves is not None and f.serves != report.pid)
     return PsRow(report.pid, report.comm, len(report.uffds),
-                 {m: n for m, n in by_mode.items() if n}, len(registered), report.pending,
+                 regions, len(registered), report.pending,
                  len(report.stuck_threads), report.unseen.threads if report.unseen else 0,
-                 {m: n for m, n in by_bytes.items() if n}, report.stuck_for, report.service,
+                 size, report.stuck_for, report.service,
                  serves)
 
 

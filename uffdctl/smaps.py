@@ -22,7 +22,8 @@ region instead of ~3.5 KB: 65,000 regions in ~40 MB).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from operator import attrgetter
 
 from . import abi
 from .records import field, record
@@ -106,11 +107,12 @@ class Region:
     # In the constructor's order (repr, ==).
     FIELDS = ("start", "end", "perms", "offset", "dev", "inode", "path", "flags", "sizes_kb",
               "fs")
-    __slots__ = FIELDS
+    __slots__ = (*FIELDS, "kind")
 
     def __init__(self, start: int, end: int, perms: str, offset: int, dev: str, inode: int,
                  path: str, flags: list[str] | None = None,
-                 sizes_kb: Mapping[str, int] | None = None, fs: str = "") -> None:
+                 sizes_kb: Mapping[str, int] | None = None, fs: str = "",
+                 kind: object = None) -> None:
         self.start, self.end, self.perms, self.offset = start, end, perms, offset
         self.dev, self.inode, self.path = dev, inode, path
         # The VmFlags mnemonics, in kernel order.  Regions whose entries read alike may share
@@ -119,6 +121,10 @@ class Region:
         # Size, Rss, KernelPageSize, ... in kB (a Sizes from the parser: see there)
         self.sizes_kb: Mapping[str, int] = {} if sizes_kb is None else sizes_kb
         self.fs = fs  # the backing file system's type where known (procs.py sets it)
+        # Not a field (not in ==, repr): one object shared by the regions whose entries read
+        # alike after their offset (_registered_in), so that shape() and kinds() know them
+        # alike without looking at their fields; None where the parse did not say.
+        self.kind = kind
 
     def _fields(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in Region.FIELDS)
@@ -204,13 +210,31 @@ def memory_type(flags: list[str], path: str, inode: int, fs: str = "") -> str:
     return "file"
 
 
-def shape(r: Region) -> tuple[int, str, int, str]:
+def shape(r: Region) -> Hashable:
     """What a region's modes and memory type follow from (VmFlags, path, inode, file system),
     as a key for work done once per kind of region, not once per region (a process may have
     tens of thousands, mostly alike).  The flags list is keyed by identity: regions whose
     entries read alike share one (_Registered); regions with lists of their own are only
-    looked at more often.  For keys held while the regions are, as ids are."""
-    return id(r.flags), r.path, r.inode, r.fs
+    looked at more often.  A region of a kind (Region.kind) is keyed by the kind's identity:
+    its regions share device, inode, path and flags, so the file system that procs names by
+    device too.  For keys held while the regions are, as ids are."""
+    kind = r.kind
+    return (id(r.flags), r.path, r.inode, r.fs) if kind is None else id(kind)
+
+
+_KIND = attrgetter("kind")
+
+
+def kinds(regions: list[Region]) -> dict[Hashable, Region]:
+    """shape() -> one region of that shape, for each shape among ``regions``.  Regions of a
+    kind are told apart in C (map, zip, dict), without a Python call per region: a process
+    may have tens of thousands, of a handful of kinds (issue 17)."""
+    found: dict[Hashable, Region] = dict(zip(map(id, map(_KIND, regions)), regions, strict=True))
+    if found.pop(id(None), None) is not None:  # regions of no kind: one by one
+        for r in regions:
+            if r.kind is None:
+                found.setdefault(shape(r), r)
+    return found
 
 
 class ModesOf:
@@ -236,7 +260,7 @@ class MemoryOf:
     __slots__ = ("_known",)
 
     def __init__(self) -> None:
-        self._known: dict[tuple[int, str, int, str], tuple[list[str], str]] = {}
+        self._known: dict[Hashable, tuple[list[str], str]] = {}
 
     def __call__(self, r: Region) -> str:
         key = shape(r)
@@ -415,7 +439,8 @@ def _registered_in(raw: bytes | bytearray, end: int, regions: list[Region],
     # bytes, once: slices of it are the dict keys (of a bytearray, each would be copied twice).
     raw = raw[:end] if isinstance(raw, bytes) else bytes(memoryview(raw)[:end])
     addresses, rfind, find = _ADDRESSES.match, raw.rfind, raw.find
-    rests, rest_of, text_of, append = known.rest, known.rest_of, known.text_of, regions.append
+    rests, rest_of, append = known.rest, known.rest_of, regions.append
+    texts, text_of = known.text, known.text_of  # text_of's dict read here: a call less
     for m in _REGISTERED_FLAGS.finditer(raw):
         # The entry runs from just after the previous VmFlags line to the end of this one;
         # its header is the last header line in that stretch (odd lines are skipped).
@@ -431,8 +456,9 @@ def _registered_in(raw: bytes | bytearray, end: int, regions: list[Region],
             if rest is not None:
                 start, finish, perms, offset = a.groups()
                 dev, inode, path, names, sizes = rest  # type: ignore[misc]
-                append(Region(int(start, 16), int(finish, 16), text_of(perms), int(offset, 16),
-                              dev, inode, path, names, sizes))
+                append(Region(int(start, 16), int(finish, 16),
+                              texts.get(perms) or text_of(perms), int(offset, 16),
+                              dev, inode, path, names, sizes, "", rest))
                 continue
         found = _parse_text(_decode(raw[begin:stop]))
         if found and found[-1].registered:

@@ -275,7 +275,7 @@ INSPECT_SCHEMA_VERSION = 2
 
 
 def region_json(r: Region, report: ProcessReport) -> dict[str, Any]:
-    owner = report.owners.get(r.start)
+    owner = report.owners.of(r)
     return {"start": r.start, "end": r.end, "modes": r.modes, "memory": r.memory,
             "flags": r.flags, "path": r.path, "perms": r.perms, "offset": r.offset,
             "dev": r.dev, "inode": r.inode, "fs": r.fs or None,
@@ -386,15 +386,16 @@ def report_text(report: ProcessReport, chunk: int = 4096) -> Iterator[str]:
         return
     owners = report.owners
     # Looked up by what the fields follow from, objects by identity (smaps.shape(): regions
-    # alike share their flags list, sizes and Owner; the report holds them all meanwhile).
+    # alike share their flags list, sizes and owner; the report holds them all meanwhile).
     parts: dict[tuple[object, ...], tuple[str, str]] = {}
     pieces = [head[:-1] + ', "regions": [']
     sep = ""
     for r in regions:
-        owner = owners.get(r.start)
-        alike = (smaps.shape(r), r.perms, r.dev, id(r.sizes_kb), id(owner))
+        shape = smaps.shape(r)  # the owner follows from it (procs.attribute)
+        alike = (shape, r.perms, r.dev, id(r.sizes_kb))
         part = parts.get(alike)
         if part is None:
+            owner = owners.by_shape(shape)
             sizes = r.sizes_kb
             page = sizes.get("KernelPageSize", 0)
             part = parts[alike] = (

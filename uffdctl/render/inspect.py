@@ -453,7 +453,7 @@ def _region_rows(report: ProcessReport, flags_detail: bool
         owners = report.owners
         elsewhere = _elsewhere(report)
         for r in report.regions:
-            owner = owners.get(r.start)
+            owner = owners.of(r)
             modes, *flags = by_flags(tuple(r.flags))
             held = owner.text() if owner and (owner.fds or not elsewhere) else (
                 elsewhere if owner else "-")
