@@ -295,16 +295,29 @@ TOUCH_BYTE = b"\xee"  # what a writing toucher stores at the start of each page 
 
 
 @dataclass(frozen=True)
+class Resolver:
+    """How a scenario resolves the faults of one run: ``page(index)`` resolves that page with
+    ``ioctl`` (its name); ``modified``: the handler changed what the faulting thread will see
+    (--modify), the same for every page of a run."""
+
+    page: Callable[[int], object]
+    ioctl: str
+    modified: bool = False
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One demo as data and a few functions (scenarios.py holds the table of them): what it
     needs of the kernel (demoneeds.DEMOS) and what it does."""
 
     spec: DemoNeeds
     prepare: Callable[[Run, Emit], None]  # contents before the first touch
-    # (run, page, wake) -> (ioctl, modified).  wake False: resolves with the ioctl's DONTWAKE
-    # mode, the engine reads its clock, then wakes the thread (uffd.py says why); True (bulk
-    # touch): the resolving ioctl wakes it, as a C handler's does (_handle says why).
-    resolve: Callable[[Run, int, bool], tuple[str, bool]]
+    # (run, wake) -> how each page is resolved, made once a run (a fault's handling is on its
+    # thread's round trip: nothing is looked up there that could be looked up before).  wake
+    # False: resolves with the ioctl's DONTWAKE mode, the engine reads its clock, then wakes
+    # the thread (uffd.py says why); True (bulk touch): the resolving ioctl wakes it, as a C
+    # handler's does (_handle says why).
+    resolver: Callable[[Run, bool], Resolver]
     needs_alias: bool = False
     story: str = ""
     # Makes the floor's unregistered area look like the registered one did before the touch.
@@ -845,7 +858,7 @@ def _release(mt: memtypes.MemoryType, area: memtypes.Area, page_size: int, pages
         hugepages.unmapped(page_size, pages)
 
 
-FLUSH_S = 0.05  # events wait at most this long while faults keep coming (20 updates/s)
+FLUSH_NS = 50_000_000  # events wait at most this long while faults keep coming (20 updates/s)
 
 
 def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
@@ -853,7 +866,7 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
     """The fault loop: read every queued message, resolve it, until the touchers are done.
 
     Resolving comes first; counting and showing the faults wait until no fault is queued (or
-    FLUSH_S has passed).  A touching thread faults again as soon as it is woken, so whatever
+    FLUSH_NS has passed).  A touching thread faults again as soon as it is woken, so whatever
     the handler does between two faults is on the round trip of the next one.  same_cpu:
     handler and touchers share one CPU, so a thread woken runs (and faults again) before the
     wake returns: the loop reads at once instead of polling first.
@@ -871,16 +884,24 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
     poller.register(u.fd, select.POLLIN)
     resolved = run.resolved
     faulted = run.faulted
-    resolve, stall = scenario.resolve, run.cfg.stall
+    stall, timeout_ns = run.cfg.stall, int(run.cfg.timeout * 1e9)
     wake_in_resolve = touchers.bulk
+    resolver = scenario.resolver(run, wake_in_resolve)
+    resolve = resolver.page
     pagefault, unpack = abi.UFFD_EVENT_PAGEFAULT, uffd.MSG_RECORD.unpack_from
     size = abi.UFFD_MSG_SIZE
     buf = bytearray(size * 64)
+    read_into = u.raw_reader()
     clock = time.perf_counter_ns
-    # (event, flags, address, thread id), page, ioctl, modified, handle_ns, duplicate: the
-    # Fault events are made from these when the faults are shown, off the round trip.
-    unshown: list[tuple[tuple[int, int, int, int], int, str, bool, int, bool]] = []
-    last_progress = last_flush = time.monotonic()
+    # How each fault went, as (ioctl, modified, duplicate): one of three tuples made here,
+    # so that the round trip builds none.
+    handled = (resolver.ioctl, resolver.modified, False)
+    woken = ("wake", False, False)  # mapped meanwhile (EEXIST): waking was enough
+    duplicate = ("wake", False, True)  # another thread's message for a page already resolved
+    # (event, flags, address, thread id), page, how, handle_ns: the Fault events are made
+    # from these when the faults are shown, off the round trip (and run.faulted filled).
+    unshown: list[tuple[tuple[int, int, int, int], int, tuple[str, bool, bool], int]] = []
+    last_progress = last_flush = clock()
 
     # What a fault's flags say, worked out once per distinct flags value (a run sees one or
     # two): naming them took ~4 us a fault, paid on the touching thread's time on one CPU.
@@ -888,7 +909,8 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
 
     def flush() -> None:
         kinds = summary.kinds
-        for (_, flags, address, ptid), index, how, modified, handle_ns, duplicate in unshown:
+        for (_, flags, address, ptid), index, (how, modified, again), handle_ns in unshown:
+            faulted.add((ptid, index))
             said = described.get(flags)
             if said is None:
                 said = described[flags] = (abi.pagefault_flag_names(flags),
@@ -896,29 +918,31 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                                            bool(flags & abi.UFFD_PAGEFAULT_FLAG_WRITE))
             names, kind, is_write = said
             summary.messages += 1
-            if not duplicate:
+            if not again:
                 summary.faults += 1
                 kinds[kind] = kinds.get(kind, 0) + 1
                 if is_write:
                     summary.writes += 1
             emit(Fault(index, address, flags, names[:], kind, ptid, how, modified, handle_ns,
-                       summary.faults, duplicate))
+                       summary.faults, again))
         unshown.clear()
 
     # On one CPU a woken thread's next fault is queued by the time the wake returns: reading
     # at once saves a poll() on every round trip, which pays for the wake being an ioctl of
     # its own.  On two CPUs it mostly is not queued yet: a read that finds nothing made 2.5
     # context switches a fault instead of 2.1 there, and the round trip 10-20% longer.
+    # Whether the touchers are done is asked only when nothing is queued: a thread that
+    # faulted is not done.
     woke = False
-    while not touchers.done.is_set():
+    while True:
         if not (woke and same_cpu) and not poller.poll(0 if unshown else 50):
             if unshown:
                 flush()
-                last_flush = time.monotonic()
+                last_flush = clock()
                 continue
             if touchers.done.is_set():
                 break
-            if time.monotonic() - last_progress > run.cfg.timeout:
+            if clock() - last_progress > timeout_ns:
                 waiting = len(run.targets) - len(resolved)
                 summary.error = (f"no progress for {run.cfg.timeout:g} s with {waiting} pages "
                                  "unresolved: aborted; closing the userfaultfd released the "
@@ -930,32 +954,36 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                 return
             continue
         got = woke = False
-        for off in range(0, u.read_into(buf), size):
+        try:
+            n = read_into(buf) or 0  # None: nothing queued
+        except OSError as exc:
+            raise uffd.UffdError("read", exc.errno or errno.EIO) from None
+        for off in range(0, n, size):
             t0 = clock()
             raw = unpack(buf, off)
             if raw[0] != pagefault:
                 continue
             got = True
             index = (raw[2] - base) // ps
-            faulted.add((raw[3], index))
             if stall:
+                faulted.add((raw[3], index))
                 summary.messages += 1
                 continue
-            duplicate = index in resolved
             asleep = False  # the faulting thread still waits: resolved with DONTWAKE
-            if duplicate:
+            if index in resolved:
                 # Another thread faulted on the page before it was mapped: wake it.
                 u.wake(base + index * ps, ps)
-                how, modified = "wake", False
+                how = duplicate
             else:
                 try:
-                    how, modified = resolve(run, index, wake_in_resolve)
+                    resolve(index)
+                    how = handled
                     asleep = not wake_in_resolve
                 except uffd.UffdError as exc:
                     if exc.errno != errno.EEXIST:  # mapped meanwhile: waking is enough
                         raise
                     u.wake(base + index * ps, ps)
-                    how, modified = "wake", False
+                    how = woken
                 resolved.add(index)
             # handle_ns stops here, at the resolving ioctl's return: the interpreter lock was
             # held through it (uffd._held_ioctl), so no woken Python thread ran in between.
@@ -966,13 +994,13 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                 woke = True
             elif wake_in_resolve:
                 woke = True
-            unshown.append((raw, index, how, modified, handle_ns, duplicate))
+            unshown.append((raw, index, how, handle_ns))
         if not got:
             continue
         # No sched_yield() here: the woken thread got the interpreter lock during the
         # hand-over wake, and a yield only adds a syscall to every round trip (measured).
-        last_progress = time.monotonic()
-        if last_progress - last_flush > FLUSH_S:
+        last_progress = t0
+        if t0 - last_flush > FLUSH_NS:
             flush()
-            last_flush = last_progress
+            last_flush = t0
     flush()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 
 from . import abi, demo, errors, memtypes, pagetables, uffd
-from .demo import DemoConfig, Emit, Run, Scenario, Step, Summary
+from .demo import DemoConfig, Emit, Resolver, Run, Scenario, Step, Summary
 from .demoneeds import DEMOS
 
 # ----- what pagemap shows --------------------------------------------------------------------
@@ -68,20 +68,27 @@ def _minor_prepare(run: Run, emit: Emit) -> None:
               "filled", {"pages": area.pages, "through": "plain mapping"}))
 
 
-def _minor_resolve(run: Run, index: int, wake: bool) -> tuple[str, bool]:
+def _minor_resolver(run: Run, wake: bool) -> Resolver:
     area, ps = run.area, run.page_size
-    alias = area.alias + index * ps
-    modified = False
-    if run.cfg.modify:
-        # The handler may change what the faulting thread will see, through the plain mapping.
-        run.expected[index] = run.pattern(index, salt=0xC0DE)
-        uffd.poke(alias, run.expected[index])
-        modified = True
-    if run.cfg.wrong:
-        uffd.poke(alias, run.pattern(index, salt=0xBAD))  # not what was promised
-    run.uffd.continue_(area.addr + index * ps, ps,
-                       0 if wake else abi.UFFDIO_CONTINUE_MODE_DONTWAKE)
-    return "continue", modified
+    # A resolve that wakes its thread is the bulk toucher's, which holds no interpreter lock
+    # while it touches (demo._handle): the lock may be released through the call.
+    cont = run.uffd.page_continuer(area.addr, ps,
+                                   0 if wake else abi.UFFDIO_CONTINUE_MODE_DONTWAKE,
+                                   release=wake)
+    if not (run.cfg.modify or run.cfg.wrong):
+        return Resolver(cont, "continue")  # the page cache holds the page already
+
+    def resolve(index: int) -> None:
+        alias = area.alias + index * ps
+        if run.cfg.modify:
+            # The handler may change what the faulting thread will see, through the plain
+            # mapping.
+            run.expected[index] = run.pattern(index, salt=0xC0DE)
+            uffd.poke(alias, run.expected[index])
+        if run.cfg.wrong:
+            uffd.poke(alias, run.pattern(index, salt=0xBAD))  # not what was promised
+        cont(index)
+    return Resolver(resolve, "continue", modified=run.cfg.modify)
 
 
 def _minor_arm(run: Run, emit: Emit) -> None:
@@ -109,7 +116,7 @@ def _minor_floor(run: Run, mt: memtypes.MemoryType, area: memtypes.Area) -> None
 
 
 MINOR = Scenario(
-    DEMOS["minor"], _minor_prepare, _minor_resolve,
+    DEMOS["minor"], _minor_prepare, _minor_resolver,
     needs_alias=True, floor_prepare=_minor_floor, arm=_minor_arm, collect=_minor_collect,
     story="one memfd mapped twice; the page cache already holds the data, so a first touch "
           "of the registered mapping is a minor fault, resolved with UFFDIO_CONTINUE")
@@ -144,17 +151,20 @@ def _missing_prepare(run: Run, emit: Emit) -> None:
               "empty", {"pages": run.area.pages, "resolve_with": "copy"}))
 
 
-def _missing_resolve(run: Run, index: int, wake: bool) -> tuple[str, bool]:
-    dst, ps = run.area.page(index), run.page_size
-    if run.cfg.wrong:
-        uffd.poke(run.source, run.pattern(index, salt=0xBAD))  # not what was promised
-    elif run.cfg.zero:
-        run.uffd.zeropage(dst, ps, 0 if wake else abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE)
-        return "zeropage", False
-    else:
-        uffd.poke(run.source, run.expected[index])
-    run.uffd.copy(dst, run.source, ps, 0 if wake else abi.UFFDIO_COPY_MODE_DONTWAKE)
-    return "copy", False
+def _missing_resolver(run: Run, wake: bool) -> Resolver:
+    ps, u = run.page_size, run.uffd
+    if run.cfg.zero and not run.cfg.wrong:
+        mode = 0 if wake else abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE
+        return Resolver(lambda index: u.zeropage(run.area.page(index), ps, mode), "zeropage")
+    mode = 0 if wake else abi.UFFDIO_COPY_MODE_DONTWAKE
+
+    def resolve(index: int) -> None:
+        if run.cfg.wrong:
+            uffd.poke(run.source, run.pattern(index, salt=0xBAD))  # not what was promised
+        else:
+            uffd.poke(run.source, run.expected[index])
+        u.copy(run.area.page(index), run.source, ps, mode)
+    return Resolver(resolve, "copy")
 
 
 def _missing_arm(run: Run, emit: Emit) -> None:
@@ -168,7 +178,7 @@ def _missing_collect(run: Run, summary: Summary, emit: Emit) -> None:
 
 
 MISSING = Scenario(
-    DEMOS["missing"], _missing_prepare, _missing_resolve,
+    DEMOS["missing"], _missing_prepare, _missing_resolver,
     check=_missing_check, arm=_missing_arm, collect=_missing_collect,
     story="nothing is mapped yet, so each first touch is a missing fault; the handler "
           "supplies the page with UFFDIO_COPY (or UFFDIO_ZEROPAGE)")
@@ -222,12 +232,12 @@ def _wp_choose(run: Run) -> list[int]:
     return sorted(random.Random(run.cfg.seed).sample(range(n), written_pages(run.cfg)))
 
 
-def _wp_resolve(run: Run, index: int, wake: bool) -> tuple[str, bool]:
+def _wp_resolver(run: Run, wake: bool) -> Resolver:
     # Recording the page is the point of tracking; the engine wakes the writer afterwards
     # (or the ioctl does: wake).
-    ps = run.page_size
-    run.uffd.writeprotect(run.area.addr + index * ps, ps, False, dontwake=not wake)
-    return "writeprotect", False
+    ps, u, addr = run.page_size, run.uffd, run.area.addr
+    return Resolver(lambda index: u.writeprotect(addr + index * ps, ps, False, dontwake=not wake),
+                    "writeprotect")
 
 
 def _wp_collect(run: Run, summary: Summary, emit: Emit) -> None:
@@ -278,7 +288,7 @@ def _page_list(pages: list[int]) -> str:
 
 
 WP = Scenario(
-    DEMOS["wp"], _wp_prepare, _wp_resolve,
+    DEMOS["wp"], _wp_prepare, _wp_resolver,
     floor_prepare=_wp_floor, writes=True, arm=_wp_arm, choose=_wp_choose, collect=_wp_collect,
     story="every page is mapped and write-protected; each write to a protected page is a WP "
           "fault the handler records and resolves by removing the protection")
