@@ -10,11 +10,11 @@ re-exported here for the callers that still import them from this module."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .. import procs
+from .. import procs, smaps
 from ..output import inert
 from ..smaps import UFFD_MODE_ORDER, decode_flags, modes_of
 from .documents import ps_json, report_json
@@ -449,17 +449,25 @@ def _region_rows(report: ProcessReport, flags_detail: bool
             return cells
 
         size = lru_cache(_CACHED)(_size)
-        path = lru_cache(_CACHED)(inert)
         owners = report.owners
         elsewhere = _elsewhere(report)
+        # Every cell but the addresses and the size follows from the region's shape (flags,
+        # path, inode, file system: its memory type and owner too): made once a shape.
+        alike: dict[Hashable, tuple[Cell, ...]] = {}
         for r in report.regions:
-            owner = owners.of(r)
-            modes, *flags = by_flags(tuple(r.flags))
-            held = owner.text() if owner and (owner.fds or not elsewhere) else (
-                elsewhere if owner else "-")
+            shape = smaps.shape(r)
+            cells = alike.get(shape)
+            if cells is None:
+                owner = owners.by_shape(shape)
+                modes, *flags = by_flags(tuple(r.flags))
+                held = owner.text() if owner and (owner.fds or not elsewhere) else (
+                    elsewhere if owner else "-")
+                if len(alike) >= _CACHED:
+                    alike.clear()
+                cells = alike[shape] = ((r.memory, "", False), modes, (held, "", False),
+                                        *flags, (inert(r.path), "", False))
             yield [(f"{r.start:x}-{r.end:x}", "", True), (size(r.end - r.start), "", False),
-                   (r.memory, "", False), modes, (held, "", False),
-                   *flags, (path(r.path), "", False)]
+                   *cells]
     return rows
 
 
