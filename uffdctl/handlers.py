@@ -30,7 +30,7 @@ import os
 import struct
 from collections.abc import Sequence
 
-from . import abi, procfs, uffd
+from . import abi, procfs
 from .fdinfo import UffdDescriptor
 from .output import inert
 from .records import field, record
@@ -161,6 +161,10 @@ class Survey:
 # ----- one file across processes ----------------------------------------------------------------
 
 def _kcmp_order(a: tuple[int, int], b: tuple[int, int]) -> int:
+    # Imported here: only kernels before 5.12 (no ino in fdinfo) come this way, and uffd
+    # brings ctypes, which inspect and ps need not load (start-up, issue 17).
+    from . import uffd
+
     r = uffd.kcmp_file(a[0], a[1], b[0], b[1])
     return 0 if r == 0 else (-1 if r == 1 else 1)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .. import abi, advice
+from .. import abi
 from ..output import json_text
 
 TYPE_CHECKING = False  # as typing's, without importing typing at run time (records.py)
@@ -71,6 +71,8 @@ def probe_json(report: ProbeReport, results: list[RequirementResult] | None = No
     caller: {name, pid, uid, gid, groups, cap_eff, no_new_privs, seccomp, seccomp_filters,
              initial_userns, copied: [what], inferred: [what]} | null (probe --pid/--user)
     """
+    # advice here: inspect's and ps's documents need none of it (start-up, issue 17).
+    from .. import advice
     from ..probe import capacity, ioctl_notes
 
     ctx = report.access.context
@@ -385,17 +387,20 @@ def report_text(report: ProcessReport, chunk: int = 4096) -> Iterator[str]:
         yield head[:-1] + ', "regions": [], ' + tail[1:]
         return
     owners = report.owners
+    start = head[:-1] + ', "regions": ['  # what comes before the next chunk's first region
     # Looked up by what the fields follow from, objects by identity (smaps.shape(): regions
     # alike share their flags list, sizes and owner; the report holds them all meanwhile).
     parts: dict[tuple[object, ...], tuple[str, str]] = {}
-    pieces = [head[:-1] + ', "regions": [']
-    sep = ""
+    pieces = []
     for r in regions:
-        shape = smaps.shape(r)  # the owner follows from it (procs.attribute)
-        alike = (shape, r.perms, r.dev, id(r.sizes_kb))
+        # A region of a kind (smaps.Region.kind) has the device, the inode and the sizes of
+        # its kind: the kind's identity and the perms say the rest.
+        kind = r.kind
+        alike = (id(kind), r.perms) if kind is not None else (
+            smaps.shape(r), r.perms, r.dev, id(r.sizes_kb))
         part = parts.get(alike)
         if part is None:
-            owner = owners.by_shape(shape)
+            owner = owners.of(r)
             sizes = r.sizes_kb
             page = sizes.get("KernelPageSize", 0)
             part = parts[alike] = (
@@ -406,14 +411,13 @@ def report_text(report: ProcessReport, chunk: int = 4096) -> Iterator[str]:
                            "kernel_page_size": page * 1024,
                            "uffd_fds": list(owner.fds) if owner else [],
                            "uffd_fd_certain": owner.certain if owner else False})[1:])
-        pieces.append(f'{sep}{{"start": {r.start}, "end": {r.end}, {part[0]}'
-                      f'"offset": {r.offset}, {part[1]}')
-        sep = ", "
+        first, rest = part
+        pieces.append(f'{{"start": {r.start}, "end": {r.end}, {first}"offset": {r.offset}, {rest}')
         if len(pieces) >= chunk:
-            yield "".join(pieces)
-            pieces = []
-    pieces.append("], " + tail[1:])
-    yield "".join(pieces)
+            yield start + ", ".join(pieces)
+            start, pieces = ", ", []
+    # No region left over (a whole number of chunks): the last chunk ended the list.
+    yield (start + ", ".join(pieces) if pieces else "") + "], " + tail[1:]
 
 
 def ps_json(report: PsReport) -> dict[str, Any]:

@@ -117,6 +117,8 @@ class _Rows:
         self.style = lru_cache(_CACHED)(console.get_style)
         self.cells = [lru_cache(_CACHED)(self._layout(width - 2, column, console, options))
                       for width, column in zip(widths, columns, strict=True)]
+        # _tall(): the lines below the first, for each set of tall cells.
+        self.below: dict[tuple[object, ...], tuple[list[Segment], object]] = {}
 
     @staticmethod
     def _layout(room: int, column: Any, console: Console, options: ConsoleOptions
@@ -139,54 +141,78 @@ class _Rows:
         return layout
 
     def line(self, row: Sequence[Cell], last: bool) -> list[Segment]:
-        """The row's lines (as segments, new lines included)."""
+        """The row's lines (as segments, new lines included).  Unstyled text is gathered into
+        one segment, as _Streamed.pieces() would gather it."""
         from rich.segment import Segment
 
         left, between, right = self.foot if last else self.mid
+        laid = [layout(cell) for cell, layout in zip(row, self.cells, strict=True)]
         out: list[Segment] = []
         text = left
-        end = len(self.cells) - 1
-        for k, (cell, layout) in enumerate(zip(row, self.cells, strict=True)):
-            laid = layout(cell)
-            if not isinstance(laid, str):
-                return self._tall(row, left, between, right)
-            if cell[1] and self.styled:
-                out += (Segment(text + " "), Segment(laid, self.style(cell[1])))
-                text = " "
+        end = len(laid) - 1
+        tall = False
+        for k, (cell, lines) in enumerate(zip(row, laid, strict=True)):
+            if isinstance(lines, str):
+                if cell[1] and self.styled:
+                    out += (Segment(text + " "), Segment(lines, self.style(cell[1])))
+                    text = " "
+                else:
+                    text += " " + lines + " "
             else:
-                text += " " + laid + " "
+                tall = True
+                text = (_gather(out, text + " ", lines[0]) + " " if lines
+                        else text + self.blank[k])
             text += between if k < end else right
         out.append(Segment(text + "\n"))
+        if tall:
+            # Below the first line only the tall cells show (the others are blank there):
+            # those lines are drawn once for each set of tall cells (rows alike share them;
+            # drawn for each row, they were ~2/3 of the table's time with --all, issue 17).
+            # Keyed by the laid-out lines' identities (layout() caches them), held by the
+            # value so that no id is reused while its entry is there.
+            key = (left, *(id(lines) for lines in laid if not isinstance(lines, str)))
+            below = self.below.get(key)
+            if below is None:
+                if len(self.below) >= _CACHED:
+                    self.below.clear()
+                below = self.below[key] = (self._below(laid, left, between, right), laid)
+            out += below[0]
         return out
 
-    def _tall(self, row: Sequence[Cell], left: str, between: str, right: str
-              ) -> list[Segment]:
-        """A row with a cell over several lines."""
+    def _below(self, laid: list[str | list[list[Segment]]], left: str, between: str,
+               right: str) -> list[Segment]:
+        """The lines of a tall row after its first (rich's vertical alignment "top")."""
         from rich.segment import Segment
 
-        laid = [layout(cell) for cell, layout in zip(row, self.cells, strict=True)]
         height = max(1, *(1 if isinstance(c, str) else len(c) for c in laid))
         end = len(laid) - 1
         out: list[Segment] = []
         text = ""
-        for i in range(height):
+        for i in range(1, height):
             text += left
-            for k, (cell, lines) in enumerate(zip(row, laid, strict=True)):
-                if isinstance(lines, str) and not i:
-                    if cell[1] and self.styled:
-                        out += (Segment(text + " "), Segment(lines, self.style(cell[1])))
-                        text = " "
-                    else:
-                        text += " " + lines + " "
-                elif isinstance(lines, list) and i < len(lines):
-                    out += (Segment(text + " "), *lines[i])
-                    text = " "
+            for k, lines in enumerate(laid):
+                if isinstance(lines, list) and i < len(lines):
+                    text = _gather(out, text + " ", lines[i]) + " "
                 else:
                     text += self.blank[k]
                 text += between if k < end else right
             text += "\n"
         out.append(Segment(text))
         return out
+
+
+def _gather(out: list[Segment], text: str, segments: list[Segment]) -> str:
+    """Append ``segments`` to ``out`` after the unstyled ``text``, unstyled ones joined to
+    the text around them; the unstyled text left at the end is returned, to go on with."""
+    from rich.segment import Segment
+
+    for segment in segments:
+        if segment.style or segment.control:
+            out += (Segment(text), segment)
+            text = ""
+        else:
+            text += segment.text
+    return text
 
 
 class _Streamed:
