@@ -891,7 +891,6 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
     pagefault, unpack = abi.UFFD_EVENT_PAGEFAULT, uffd.MSG_RECORD.unpack_from
     size = abi.UFFD_MSG_SIZE
     buf = bytearray(size * 64)
-    read_into = u.raw_reader()
     clock = time.perf_counter_ns
     # How each fault went, as (ioctl, modified, duplicate): one of three tuples made here,
     # so that the round trip builds none.
@@ -954,11 +953,7 @@ def _handle(run: Run, scenario: Scenario, touchers: _Touchers, summary: Summary,
                 return
             continue
         got = woke = False
-        try:
-            n = read_into(buf) or 0  # None: nothing queued
-        except OSError as exc:
-            raise uffd.UffdError("read", exc.errno or errno.EIO) from None
-        for off in range(0, n, size):
+        for off in range(0, u.read_into(buf), size):
             t0 = clock()
             raw = unpack(buf, off)
             if raw[0] != pagefault:

@@ -418,19 +418,13 @@ class Userfaultfd:
         bytes were read, 0 when none is queued (O_NONBLOCK).  The fault loop's read: into one
         buffer, unpacked there (MSG_RECORD), without the bytes object and the Message tuples
         read_messages makes, which cost about 1 us a fault (measured on the 2-core VM)."""
-        try:
-            return self.raw_reader()(buf) or 0  # None: nothing queued
-        except OSError as exc:
-            raise UffdError("read", exc.errno or _errno.EIO) from None
-
-    def raw_reader(self) -> Callable[[bytearray], int | None]:
-        """read_into without a frame of its own, for the demo's fault loop (a Python call
-        less a fault): None when nothing is queued, and OSError where read_into raises
-        UffdError."""
         reader = self._reader
         if reader is None:
             reader = self._reader = io.FileIO(self.fd, "r", closefd=False)
-        return reader.readinto
+        try:
+            return reader.readinto(buf) or 0  # None: nothing queued
+        except OSError as exc:
+            raise UffdError("read", exc.errno or _errno.EIO) from None
 
     def read_messages(self, max_messages: int = 64) -> list[Message]:
         """Read every queued message (up to max_messages); [] when none (O_NONBLOCK)."""

@@ -393,11 +393,7 @@ def report_text(report: ProcessReport, chunk: int = 4096) -> Iterator[str]:
     parts: dict[tuple[object, ...], tuple[str, str]] = {}
     pieces = []
     for r in regions:
-        # A region of a kind (smaps.Region.kind) has the device, the inode and the sizes of
-        # its kind: the kind's identity and the perms say the rest.
-        kind = r.kind
-        alike = (id(kind), r.perms) if kind is not None else (
-            smaps.shape(r), r.perms, r.dev, id(r.sizes_kb))
+        alike = (smaps.shape(r), r.perms, r.dev, id(r.sizes_kb))
         part = parts.get(alike)
         if part is None:
             owner = owners.of(r)
